@@ -21,7 +21,7 @@ def small_net(side=4, levels=3, hidden=16, seed=0):
     torch.manual_seed(seed)
     net = mod.NextPixelNet(side, levels, hidden)
     with torch.no_grad():
-        net.head_b.normal_()
+        net.head.bias.normal_()
     return net.eval()
 
 
@@ -201,3 +201,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, judge, capsys):
     common.save_checkpoint(broken, mod.SCRIPT, mod.Config(), {"nothing": torch.zeros(1)})
     one_line_error(run, TINY + ["--load", str(broken), "--out", str(tmp_path)], capsys, "does not match")
     one_line_error(run, TINY + ["--batch-size", "100000", "--out", str(tmp_path)], capsys, "larger than")
+
+
+def test_generation_completes_a_given_start_without_changing_it():
+    net = small_net(4, 3)
+    given = torch.randint(3, (3, 6), generator=torch.Generator().manual_seed(2))
+    x, _ = mod.generate(net, 3, torch.device("cpu"), "sample", seed=5, given=given)
+    assert torch.equal(x[:, :6], given)
+    y, _ = mod.generate(net, 3, torch.device("cpu"), "argmax", given=given[:1].expand(3, -1))
+    assert all(torch.equal(y[0], row) for row in y)  # one start, one argmax completion
