@@ -6,9 +6,9 @@ probability for each of K intensity levels, and the average disappears: a
 pixel comes out as paper or as ink, never the grey between (section 2). One
 network, told which pixel to produce, can do this at every position; run it
 784 times in raster order, each time on what it has drawn so far, and it
-draws a digit. Taking the most likely level every time draws the same digit
-on every run; sampling from the predicted distribution draws a different one
-each time (sections 3 and 4). The product of the 784 predicted probabilities
+draws a digit. Taking the most likely level every time draws the same image
+on every run (here, an empty page); sampling from the predicted distribution
+draws a different digit each time (sections 3 and 4). The product of the 784 predicted probabilities
 is the exact probability of an image, so the model is also scored on held-out
 digits in bits per pixel (section 5).
 
@@ -21,7 +21,14 @@ Run:
     python 01_autoregressive_pixels.py --levels 4      # grey digits (4 intensity levels)
     python 01_autoregressive_pixels.py --load runs/01_autoregressive_pixels/model.pt
 
-Default run on a 2-core CPU (measured): TODO
+Default run on a 2-core CPU (measured): 4 min 14 s in all. Training takes
+3 min 52 s (5,000 steps, 44,000 prediction targets per second); sampling
+1,000 digits takes 7 s (7.3 ms per digit, 784 network evaluations each). The
+model reaches 0.123 bits per pixel (66.9 nats per image) on the 1,000
+held-out digits at K=2, and the judge gives its samples FD 53.1 at N=1000,
+11.1x the floor of 4.79, score 7.17, confidence 0.886, all ten classes,
+none memorised. Section 1's blur, for contrast: FD 1245 (260x the floor),
+confidence 0.28, one class.
 """
 from __future__ import annotations
 
@@ -102,6 +109,18 @@ def train_whole_image(images: torch.Tensor, steps: int, batch_size: int, gen: to
 # trained with the cross-entropy  -log p(true level). A categorical
 # distribution can say "60% paper, 40% ink"; a sample from it is paper or ink,
 # never the grey in between. That single change is what stops the blur.
+# In the 4,000 bundled training digits the bottom-right pixel is paper in every
+# one, an easy start; the centre pixel is ink in 52% of them, and a
+# squared-error predictor would paint it 0.51 grey (main() prints both cases).
+#
+# Which K? K=2 (paper or ink, cut at half intensity) is the binarised MNIST of
+# the MADE and PixelCNN papers; more levels keep the grey edges of real digits.
+# Measured on a 2-core CPU with the default 5,000 steps, which take the same
+# time at either K: K=2 gives FD 11.1x the floor and confidence 0.886; K=4
+# gives grey-looking digits but FD 14.9x and confidence 0.857 (and 0.234 bits
+# per pixel, not comparable with K=2's 0.123: a pixel with 4 levels carries
+# more information). The judge, although trained on grey digits, prefers the
+# K=2 samples, so K=2 is the default; `--levels 4` shows the grey ones.
 def quantize(images: torch.Tensor, levels: int) -> torch.Tensor:
     """(N, [1,] side, side) floats in [0, 1] -> (N, side*side) int64 levels 0..K-1, in raster order."""
     return torch.round(images.reshape(len(images), -1).clamp(0, 1) * (levels - 1)).long()
@@ -162,7 +181,7 @@ class NextPixelNet(nn.Module):
     this by gradients).
     """
 
-    def __init__(self, side: int = SIDE, levels: int = 4, hidden: int = 512):
+    def __init__(self, side: int = SIDE, levels: int = 2, hidden: int = 512):
         super().__init__()
         n = side * side
         self.side, self.levels = side, levels
@@ -189,15 +208,18 @@ def train_next_pixel(model: NextPixelNet, levels_train: torch.Tensor, cfg: Confi
                      device: torch.device) -> list[float]:
     """Train on (image, random i) pairs; returns the loss (bits per pixel) of each step.
 
-    Each step takes `batch_size` images and `positions` random positions in each.
+    Each step takes `batch_size` images and `positions` random positions in
+    each (several positions per image make a big batch out of few images).
     Every (image, i) pair is a full forward pass that yields ONE prediction
-    target, although the image holds 784 of them. That is the waste of this
-    design: the network is evaluated once per target, in training as in
-    generation. Chapter 07 removes it in training with a causal network that
-    predicts all 784 pixels of an image in one pass.
+    target, although the image holds 784 of them: to learn all 784 steps of
+    one digit once, the network runs 784 times, each run on a slightly longer
+    copy of the same partial image. That is the waste of this design. Chapter
+    07 removes it in training with a causal network that predicts all 784
+    pixels of an image in one pass.
     """
     n_pixels = levels_train.shape[1]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # Decaying the step size to 0 lets the last steps settle instead of jittering.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     progress = common.Progress(cfg.steps, "train")
     images = common.batches(levels_train, torch.zeros(len(levels_train)), cfg.batch_size, gen)
@@ -231,10 +253,13 @@ def train_next_pixel(model: NextPixelNet, levels_train: torch.Tensor, cfg: Confi
 #   - sampling: draw the level with its predicted probability. Different draws
 #     take different branches early on, and the network completes each branch
 #     into its own digit: this is where variety comes from.
-# (Measured in the default run: argmax from an empty canvas draws an empty page,
-# 0 inked pixels. On a blank canvas paper is the likelier level at every step,
-# so the greedy choice never starts a stroke. Given the top half of a real
-# digit, argmax does complete it, but into the same image every time.)
+# Measured in the default run (argmax_vs_sampling.png): argmax from an empty
+# canvas draws an empty page, 0 inked pixels: on a blank canvas paper is the
+# likelier level at every step, so the greedy choice never starts a stroke.
+# Given the top half of a real digit it completes it, into the same image every
+# time, and a poor one: once a few pixels are ink, ink becomes the likelier
+# level next to them and the stroke floods into a blob. The most likely pixel
+# at each step does not make the most likely image.
 # Every image costs side*side network evaluations (784), one after the other:
 # step i needs pixel i-1. We batch all N images through each step, so the 784
 # evaluations run on (N, ...) tensors rather than N * 784 tiny ones.
@@ -303,9 +328,9 @@ def nll_per_image(model: NextPixelNet, levels_: torch.Tensor, device: torch.devi
 
 
 # %% 6. Figures and the reports printed along the way
-def save_pictures(path, images: list[torch.Tensor], titles: list[str], ncols: int, title: str) -> None:
-    """A small labelled grid: images (side, side) in [0, 1], `ncols` per row."""
-    common.save_grid(path, torch.stack([im.float().cpu() for im in images]), nrow=ncols, titles=titles, title=title)
+def save_pictures(path, images: list[torch.Tensor], titles: list[str], ncols: int) -> None:
+    """A small grid with a caption on every picture: images (side, side) in [0, 1], `ncols` per row."""
+    common.save_grid(path, torch.stack([im.float().cpu() for im in images]), nrow=ncols, titles=titles)
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -363,7 +388,7 @@ def main(argv=None):
           f"{rms(blur, mean_image):.4f} (a training digit is {spread:.3f} from the average)")
     print(common.describe(blur_result, "judge on the blur: "))
     save_pictures(out / "blur.png", [blur, mean_image, (blur - mean_image).abs()],
-                  ["network output", "true average", "|difference|"], 3, "A blank input learns the average")
+                  ["network output", "true average", "|difference|"], 3)
 
     print(f"== 2-3. One network for every pixel: K={cfg.levels} levels, position i as input ==")
     levels_train = quantize(data.x_train, cfg.levels)                       # (N, 784) int64
@@ -417,14 +442,13 @@ def main(argv=None):
     # the same half, then sampled completions; samples from an empty canvas.
     shown_half = torch.cat([half, torch.zeros(1, n_pixels - half.shape[1], dtype=torch.long)], 1)
     tiles = [argmax_a[:1].expand(6, -1), shown_half, completions["argmax"], shown_half, completions["sample"], sampled[:6]]
-    titles = (["argmax, empty"] * 6 + ["given"] + ["argmax"] * 5 + ["given"] + ["sampled"] * 5
-              + ["sampled, empty"] * min(6, cfg.samples))
-    save_pictures(out / "argmax_vs_sampling.png", list(to_images(torch.cat(tiles), cfg.levels)), titles, 6,
-                  "argmax: one image per start; sampling: a new one every time")
+    titles = (["argmax"] * 6 + ["given half"] + ["argmax"] * 5 + ["given half"] + ["sample"] * 5
+              + ["sample"] * min(6, cfg.samples))
+    save_pictures(out / "argmax_vs_sampling.png", list(to_images(torch.cat(tiles), cfg.levels)), titles, 6)
     rows = min(4, cfg.samples)
     steps_shown = sorted(snaps)
     save_pictures(out / "generation.png", [to_images(snaps[s][j:j + 1], cfg.levels)[0] for j in range(rows) for s in steps_shown],
-                  [f"i={s}" for _ in range(rows) for s in steps_shown], len(steps_shown), "The canvas during generation")
+                  [f"i={s}" for _ in range(rows) for s in steps_shown], len(steps_shown))
 
     print("== 5. Evaluation ==")
     metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds,
