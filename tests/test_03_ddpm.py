@@ -1,0 +1,201 @@
+"""Tests for 03_ddpm.py: the schedule, the forward process, the posterior, both samplers, the contract."""
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import common
+from helpers import check_outputs, one_line_error
+
+ddpm = importlib.import_module("03_ddpm")
+FAST = settings(max_examples=25, deadline=None)
+
+
+# --- the schedule -------------------------------------------------------------------------------
+@FAST
+@given(kind=st.sampled_from(["linear", "cosine"]), T=st.integers(10, 2000))
+def test_schedule_shapes_and_ranges(kind, T):
+    s = ddpm.make_schedule(kind, T)
+    betas, abar = s["betas"][1:], s["abar"][1:]
+    assert len(s["abar"]) == T + 1 and s["abar"][0] == 1
+    assert torch.all((betas > 0) & (betas < 1))
+    assert torch.all((abar > 0) & (abar < 1))
+    assert torch.all(abar[1:] < abar[:-1]), "alpha-bar must fall strictly"
+    assert torch.allclose(s["alphas"][1:], 1 - betas)
+    # Signal near zero at T: sqrt(abar_T) is how much of x_0 is left.
+    assert math.sqrt(abar[-1]) < 0.01
+
+
+def test_unknown_schedule_is_a_user_error():
+    with pytest.raises(common.UserError):
+        ddpm.make_schedule("quadratic", 100)
+
+
+# --- the forward process ------------------------------------------------------------------------
+@FAST
+@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(1, 60), x0=st.floats(-1, 1))
+def test_closed_form_matches_iterated_noising(kind, t, x0):
+    """Iterating x <- sqrt(alpha) x + sqrt(beta) eps t times has the closed form's mean and variance."""
+    s = ddpm.make_schedule(kind, 60)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((20000,), x0, dtype=torch.float64)
+    for k in range(1, t + 1):
+        x = s["alphas"][k].sqrt() * x + s["betas"][k].sqrt() * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    mean, var = s["abar"][t].sqrt() * x0, 1 - s["abar"][t]
+    assert abs(x.mean() - mean) < 5 * math.sqrt(var / len(x)) + 1e-9
+    assert abs(x.var() - var) < 6 * var * math.sqrt(2 / len(x)) + 1e-9
+
+
+def test_q_sample_is_the_closed_form():
+    s = ddpm.make_schedule("cosine", 100)
+    x0, eps = torch.rand(3, 1, 28, 28) * 2 - 1, torch.randn(3, 1, 28, 28)
+    t = torch.tensor([1, 50, 100])
+    xt = ddpm.q_sample(x0, t, eps, s)
+    for i in range(3):
+        ab = s["abar"][t[i]].item()
+        assert torch.allclose(xt[i], math.sqrt(ab) * x0[i] + math.sqrt(1 - ab) * eps[i], atol=1e-6)
+
+
+@FAST
+@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(2, 100), x0=st.floats(-1, 1), xt=st.floats(-3, 3))
+def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
+    """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0, derived independently:
+    x_{t-1} ~ N(sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}), x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps."""
+    s = ddpm.make_schedule(kind, 100)
+    ab_prev, ab, a = s["abar"][t - 1].item(), s["abar"][t].item(), s["alphas"][t].item()
+    m1, v1 = math.sqrt(ab_prev) * x0, 1 - ab_prev
+    m2, v2, c12 = math.sqrt(ab) * x0, 1 - ab, math.sqrt(a) * (1 - ab_prev)
+    mean, var = ddpm.posterior(torch.tensor(x0, dtype=torch.float64), torch.tensor(xt, dtype=torch.float64), t, s)
+    assert mean.item() == pytest.approx(m1 + c12 / v2 * (xt - m2), abs=1e-9)
+    assert var == pytest.approx(v1 - c12 ** 2 / v2, rel=1e-6, abs=1e-12)
+
+
+@FAST
+@given(target=st.sampled_from(["eps", "x0", "v"]), ab=st.floats(0.001, 0.999))
+def test_each_target_converts_back_to_noise_and_image(target, ab):
+    gen = torch.Generator().manual_seed(1)
+    x0, eps = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1, torch.randn(2, 1, 28, 28, generator=gen)
+    abar = torch.full((2, 1, 1, 1), ab)
+    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    eps_hat, x0_hat = ddpm.predictions(ddpm.training_target(x0, eps, abar, target), xt, abar, target)
+    assert torch.allclose(eps_hat, eps, atol=1e-3 / math.sqrt(ab))
+    assert torch.allclose(x0_hat, x0, atol=1e-3 / math.sqrt(1 - ab))
+
+
+# --- samplers ---------------------------------------------------------------------------------
+class PerfectDenoiser(torch.nn.Module):
+    """For a data set of one image x*, the true noise is known exactly: eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar)."""
+
+    def __init__(self, image, sched, target):
+        super().__init__()
+        self.image, self.abar, self.target = image, sched["abar"].float(), target
+
+    def forward(self, x, t):
+        ab = self.abar[t].view(-1, 1, 1, 1)
+        eps = (x - ab.sqrt() * self.image) / (1 - ab).sqrt()
+        return ddpm.training_target(self.image.expand_as(x), eps, ab, self.target)
+
+
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim-stochastic"])
+def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, data):
+    sched = ddpm.make_schedule("cosine", 50)
+    image = ddpm.to_model_space(data.x_train[:1])
+    model = PerfectDenoiser(image, sched, target)
+    gen = torch.Generator().manual_seed(0)
+    if sampler == "ddpm":
+        x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen)
+    else:
+        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=1.0 if sampler == "ddim-stochastic" else 0.0)
+    assert torch.allclose(x, image.expand(3, -1, -1, -1), atol=1e-3)
+
+
+def test_ddim_timesteps_run_from_T_down_to_1():
+    for steps in (1, 7, 50, 1000, 5000):
+        ts = ddpm.ddim_timesteps(1000, steps)
+        assert ts[0] == 1000 and ts[-1] == (1 if steps > 1 else 1000)
+        assert all(a > b for a, b in zip(ts, ts[1:]))
+        assert len(ts) == min(steps, 1000)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_samples_shape_range_and_seed_determinism(sampler):
+    torch.manual_seed(0)
+    model = ddpm.UNet(8).eval()
+    sched = ddpm.make_schedule("cosine", 20)
+    cfg = ddpm.Config(sampler=sampler, sample_steps=3, seed=5)
+    a = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
+    b = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
+    c = ddpm.generate(model, ddpm.Config(sampler=sampler, sample_steps=3, seed=6), 4, sched, torch.device("cpu"))
+    assert a.shape == (4, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_unet_keeps_the_image_shape():
+    model = ddpm.UNet(8)
+    out = model(torch.randn(2, 1, 28, 28), torch.tensor([1, 999]))
+    assert out.shape == (2, 1, 28, 28)
+
+
+def test_scaled_noising_settles_and_plain_noising_grows():
+    demo = ddpm.noising_demo(torch.rand(8, 1, 28, 28) * 2 - 1, steps=1000, gen=torch.Generator().manual_seed(0))
+    last = demo["rows"][-1]
+    assert last["plain_std"] > 3          # sqrt(1 + 1000 * 0.02) ~ 4.6: no fixed end point
+    assert abs(last["scaled_std"] - 1) < 0.05   # N(0, I) whatever the image
+    assert abs(last["scaled_corr_with_x0"]) < 0.05
+
+
+def test_short_training_is_finite_and_moves_the_average(data):
+    """A short training run returns finite losses and an EMA model different from its start."""
+    cfg = ddpm.Config(steps=3, batch_size=8, channels=8)
+    sched = ddpm.make_schedule("cosine", 100)
+    model, ema, losses, _ = ddpm.train(cfg, data, torch.device("cpu"), sched)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), ema.parameters()))
+
+
+# --- the contract and bad inputs -----------------------------------------------------------------
+TINY = ["--steps", "2", "--batch-size", "8", "--samples", "12", "--channels", "8", "--sample-steps", "2"]
+
+
+def test_main_writes_the_contract_and_loads_back(tmp_path):
+    out = tmp_path / "run"
+    ddpm.main(TINY + ["--out", str(out), "--sweep-steps", "1,2"])
+    m = check_outputs(out, 12)
+    assert [r["evaluations"] for r in m["sweep"]] == [1, 2]
+    assert (out / "noising.png").exists() and (out / "forward_process.png").exists() and (out / "sweep.png").exists()
+    again = tmp_path / "again"
+    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2", "--out", str(again)])
+    m2 = check_outputs(again, 12)
+    with np.load(out / "samples.npz") as a, np.load(again / "samples.npz") as b:
+        assert np.array_equal(a["x"], b["x"]), "the loaded model samples what the trained one did"
+    assert m2["fd"] == pytest.approx(m["fd"])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--steps", "-1"], "--steps"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--sample-steps", "0"], "--sample-steps"),
+    (["--ema", "1.5"], "--ema"),
+    (["--sweep-steps", "5,x"], "sweep-steps"),
+    (["--target", "noise"], "invalid choice"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+])
+def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
+    one_line_error(ddpm.main, argv + ["--out", str(tmp_path)], capsys, says)
+
+
+def test_bad_data_and_checkpoints(capsys, tmp_path):
+    one_line_error(ddpm.main, ["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)], capsys, "not found")
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
+    one_line_error(ddpm.main, ["--data", str(tmp_path / "corrupt.npz"), "--out", str(tmp_path)], capsys, "readable")
+    np.savez(tmp_path / "shape.npz", x=np.zeros((50, 32, 32), np.uint8), y=np.zeros(50, np.int64))
+    one_line_error(ddpm.main, ["--data", str(tmp_path / "shape.npz"), "--out", str(tmp_path)], capsys, "(N, 28, 28)")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    one_line_error(ddpm.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)], capsys, "checkpoint")
+    one_line_error(ddpm.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)], capsys, "not found")
