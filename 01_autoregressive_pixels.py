@@ -25,8 +25,7 @@ Default run on a 2-core CPU (measured twice): 4 min 8 s and 4 min 14 s in
 all. Training takes 3 min 46 s to 3 min 52 s (5,000 steps, 44,000 to 45,000
 prediction targets per second); sampling 1,000 digits takes 7 s (7.3 to 7.4
 ms per digit, 784 network evaluations each). Both runs gave the same numbers:
-the
-model reaches 0.123 bits per pixel (66.9 nats per image) on the 1,000
+the model reaches 0.123 bits per pixel (66.9 nats per image) on the 1,000
 held-out digits at K=2, and the judge gives its samples FD 53.1 at N=1000,
 11.1x the floor of 4.79, score 7.17, confidence 0.886, all ten classes,
 none memorised. Section 1's blur, for contrast: FD 1245 (260x the floor),
