@@ -1,0 +1,178 @@
+"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, shapes, determinism, the contract."""
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import common
+from helpers import check_outputs, one_line_error
+
+vae = importlib.import_module("06_vae")
+
+
+def small_model(seed=0, latent_dim=3, hidden=16):
+    torch.manual_seed(seed)
+    return vae.EncoderDecoder(latent_dim, hidden)
+
+
+@settings(max_examples=20, deadline=None)
+@given(mu=st.floats(-3, 3), log_sigma=st.floats(-2, 1.5))
+def test_kl_closed_form_matches_monte_carlo(mu, log_sigma):
+    # KL(q || p) = E_q[log q(z) - log p(z)], estimated from many draws of z ~ q.
+    sigma = math.exp(log_sigma)
+    mu_t, logvar_t = torch.tensor([[mu]], dtype=torch.float64), torch.tensor([[2 * log_sigma]], dtype=torch.float64)
+    closed = vae.kl_to_standard_normal(mu_t, logvar_t).item()
+    gen = torch.Generator().manual_seed(0)
+    z = mu + sigma * torch.randn(200_000, generator=gen, dtype=torch.float64)
+    q, p = torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)
+    terms = q.log_prob(z) - p.log_prob(z)
+    estimate, stderr = terms.mean().item(), terms.std().item() / math.sqrt(len(z))
+    assert abs(closed - estimate) <= 5 * stderr + 1e-9
+
+
+@settings(max_examples=10, deadline=None)
+@given(mu=st.floats(-5, 5), log_sigma=st.floats(-3, 2))
+def test_reparameterised_sample_has_right_mean_and_variance_and_passes_gradients(mu, log_sigma):
+    n = 100_000
+    sigma = math.exp(log_sigma)
+    mu_t = torch.full((n, 1), mu, dtype=torch.float64, requires_grad=True)
+    logvar_t = torch.full((n, 1), 2 * log_sigma, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(n, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z = vae.reparameterise(mu_t, logvar_t, eps)
+    # mean within 5 standard errors; variance within 5 standard errors of a Gaussian's sample variance
+    assert abs(z.mean().item() - mu) <= 5 * sigma / math.sqrt(n)
+    assert abs(z.var().item() - sigma ** 2) <= 5 * sigma ** 2 * math.sqrt(2 / (n - 1))
+    # the whole point of the trick: z is a differentiable function of mu and log sigma^2
+    z.sum().backward()
+    assert torch.allclose(mu_t.grad, torch.ones_like(mu_t))
+    assert torch.allclose(logvar_t.grad, 0.5 * sigma * eps)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.0, 50.0))
+def test_elbo_is_finite_and_at_most_zero_for_bernoulli_decoder(seed, scale):
+    # Any images in [0, 1] (grey included), any weights, even huge logits: ELBO <= 0 and finite.
+    model = small_model(seed)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(1 + scale)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(8, 1, 28, 28, generator=gen)
+    x[:2] = (x[:2] > 0.5).float()  # binary images too
+    rec, kl = vae.vae_terms(model, x)
+    elbo = rec - kl
+    assert torch.isfinite(elbo).all()
+    assert (rec <= 0).all() and (kl >= 0).all() and (elbo <= 0).all()
+
+
+def test_bernoulli_log_likelihood_matches_formula():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 1, 28, 28, generator=gen, dtype=torch.float64)
+    x = torch.rand(4, 1, 28, 28, generator=gen, dtype=torch.float64)
+    p = torch.sigmoid(logits)
+    by_hand = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    assert torch.allclose(vae.bernoulli_log_likelihood(logits, x), by_hand)
+
+
+def test_loss_is_mean_over_batch_of_per_image_sum():
+    # Duplicating the batch must not change the loss (mean over images), and it
+    # must be in nats per image (sum over pixels): about 784 * log 2 for an untrained decoder.
+    model = small_model()
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.zero_()  # logits 0: p = 1/2 everywhere
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    loss1, parts = vae.ae_loss(model, x)
+    loss2, _ = vae.ae_loss(model, torch.cat([x, x]))
+    assert torch.allclose(loss1, loss2)
+    assert parts["rec"] == pytest.approx(784 * math.log(2), rel=1e-5)
+
+
+def test_shapes():
+    model = small_model(latent_dim=5)
+    x = torch.rand(7, 1, 28, 28)
+    mu, logvar = model.encoder(x)
+    assert mu.shape == logvar.shape == (7, 5)
+    assert model.decoder(mu).shape == (7, 1, 28, 28)
+    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), torch.device("cpu"), chunk=4)
+    assert imgs.shape == (11, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
+    line = vae.interpolate(model, x[0], x[1], 6, torch.device("cpu"))
+    assert line.shape == (6, 1, 28, 28)
+    assert torch.allclose(line[0], model.decode_mean(mu[:1])[0], atol=1e-6)
+    assert torch.allclose(line[-1], model.decode_mean(mu[1:2])[0], atol=1e-6)
+
+
+def test_autoencoder_loss_ignores_log_variance():
+    model = small_model()
+    x = torch.rand(4, 1, 28, 28)
+    loss, _ = vae.ae_loss(model, x)
+    loss.backward()
+    last = model.encoder.net[-1]
+    d = model.latent_dim
+    assert last.weight.grad[d:].abs().sum() == 0  # the log-variance half gets no gradient
+    assert last.weight.grad[:d].abs().sum() > 0
+
+
+def test_training_is_seeded_and_deterministic(data):
+    def run(seed):
+        gen = common.seed_everything(seed)
+        a, b = small_model(seed), small_model(seed + 1)
+        vae.train({"vae": (a, vae.vae_loss), "ae": (b, vae.ae_loss)}, data, 3, 16, 1e-3, gen, torch.device("cpu"))
+        return torch.cat([p.flatten() for p in list(a.parameters()) + list(b.parameters())])
+
+    first, again, other = run(0), run(0), run(1)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_main_writes_the_contract_and_loads(tmp_path, judge):
+    out = tmp_path / "run"
+    argv = ["--steps", "3", "--map-steps", "2", "--samples", "24", "--hidden", "32", "--batch-size", "16", "--out", str(out)]
+    vae.main(argv)
+    m = check_outputs(out, 24)
+    for key in ("neg_elbo_held", "ae_fd", "ae_rec_nats_held", "neg_elbo_held_2d"):
+        assert key in m and math.isfinite(m[key])
+    assert m["neg_elbo_held"] > 0
+    for fig in ("vae_vs_ae.png", "interpolation.png", "latent_map.png"):
+        assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    first = np.load(out / "samples.npz")["x"]
+
+    again = tmp_path / "again"
+    vae.main(["--load", str(out / "model.pt"), "--samples", "24", "--out", str(again)])
+    m2 = check_outputs(again, 24)
+    assert m2["train_seconds"] == 0.0
+    # Loading gives back the same model: same seed, same samples, same held-out ELBO.
+    assert np.array_equal(np.load(again / "samples.npz")["x"], first)
+    assert m2["neg_elbo_held"] == pytest.approx(m["neg_elbo_held"])
+    assert json.loads((again / "metrics.json").read_text())["ae_fd"] == pytest.approx(m["ae_fd"])
+
+
+def test_map_can_be_skipped(tmp_path, judge):
+    out = tmp_path / "nomap"
+    vae.main(["--steps", "2", "--map-steps", "0", "--samples", "8", "--hidden", "16", "--out", str(out)])
+    m = check_outputs(out, 8)
+    assert "neg_elbo_held_2d" not in m and not (out / "latent_map.png").exists()
+
+
+def test_bad_inputs(tmp_path, capsys, judge):
+    one_line_error(vae.main, ["--latent-dim", "0"], capsys, "--latent-dim")
+    one_line_error(vae.main, ["--lr", "nan"], capsys, "--lr")
+    one_line_error(vae.main, ["--samples", "1", "--out", str(tmp_path)], capsys, "--samples")
+    one_line_error(vae.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)], capsys, "not found")
+    foreign = tmp_path / "foreign.pt"
+    common.save_checkpoint(foreign, "05_gan", vae.Config(), {})
+    one_line_error(vae.main, ["--load", str(foreign), "--out", str(tmp_path)], capsys, "05_gan")
+    one_line_error(vae.main, ["--batch-size", "5000", "--steps", "1", "--out", str(tmp_path)], capsys, "batch-size")
+    # A checkpoint of this script but other sizes: one line, not a traceback.
+    small = tmp_path / "small"
+    vae.main(["--steps", "1", "--map-steps", "0", "--samples", "4", "--hidden", "16", "--out", str(small)])
+    ckpt = torch.load(small / "model.pt", weights_only=True)
+    ckpt["config"]["hidden"] = 24
+    torch.save(ckpt, tmp_path / "resized.pt")
+    one_line_error(vae.main, ["--load", str(tmp_path / "resized.pt"), "--out", str(tmp_path)], capsys, "does not match")
