@@ -22,7 +22,10 @@ Run:  python 03_ddpm.py                       (train, sample 1,000 digits, judge
       python 03_ddpm.py --load runs/03_ddpm/model.pt --sweep-steps 5,10,20,50,100
       python 03_ddpm.py --target x0             (predict the clean image instead: worse)
 
-Default run on a 2-core CPU: see README for the measured time and figures.
+Default run, measured on a 2-core CPU (no GPU): 8 minutes in all (7m41s of
+training, 3,500 steps of batch 128; 16 s to sample 1,000 digits with 25 DDIM
+steps each). The judge gave FD 25.3 at N=1000, 5.3x the real-data floor of 4.79,
+confidence 0.909, all ten digits, 1.7% memorised. The model has 255k parameters.
 """
 from __future__ import annotations
 
