@@ -29,7 +29,20 @@ Run:  python 07_causal_transformer.py                (train, sample 1,000 digits
       python 07_causal_transformer.py --text any_file.txt --steps 2000
       python 07_causal_transformer.py --load runs/07_causal_transformer/model.pt --temperature 0.9
 
-Default run on a 2-core CPU: MEASURED_LATER
+Default run on a 2-core CPU (measured, K=2, 6,000 steps of 4 digits, 104k
+parameters): 5m53s in all; training 318 s, sampling 1,000 digits 23 s with the
+cache. Held-out 0.125 bits per pixel (perplexity 1.091); FD 78.1 at N=1000
+(floor 4.79, 16.3x), judge confidence 0.859, all ten classes.
+
+Measured honestly against chapter 01 on the same machine (--compare, both
+trained 226 s): the transformer learns 59k targets per second against 01's
+45k, yet reaches 0.131 bits per pixel against 01's 0.123, FD 85 against 53,
+confidence 0.849 against 0.886. All 784 targets per pass is not free: here
+each target costs attention over up to 784 earlier pixels, while 01 asks a
+small MLP about 32 positions per image. At this scale and time the
+transformer does not win; its advantage grows with time and size (held-out
+bits still falling when training stopped), and it is the one that also
+models text and caches its work when sampling (section 5).
 """
 from __future__ import annotations
 
@@ -400,6 +413,11 @@ def train(model: GPT, next_batch, cfg: Config, device, label: str = "train") -> 
 # forward pass yields 784. "Targets learned per second" counts (pixel, prediction)
 # pairs the loss is computed on per second of training; bits per pixel on held-out
 # digits says what that buys at equal wall-clock time.
+# Measured on a 2-core CPU at 01's 226 s: 59,245 targets/s here against 45,383, but
+# 0.1309 bits per pixel against 01's 0.1232 (see the module docstring): more targets
+# per second did not buy a lower loss at this budget. Small batches and a high
+# learning rate mattered most in tuning (60 s runs: batch 16 -> 4 took held-out
+# bits from 0.411 to 0.341; lr 2e-3 -> 4e-3 with 2 blocks from 0.307 to 0.265, K=4).
 COMPARE_KEYS = ("bits_per_pixel", "train_seconds", "targets_per_second", "fd", "confidence")
 
 
@@ -541,7 +559,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def cache_check(model: GPT, levels: int, seed: int, n: int = 4, rows: int = 7) -> dict:
+def cache_check(model: GPT, seed: int, n: int = 4, rows: int = 7) -> dict:
     """Generate the first `rows` rows of n digits both ways: the tokens must agree; time both."""
     length = rows * SIDE
     times, outs = {}, {}
@@ -619,7 +637,7 @@ def main(argv=None):
               f"({min(cfg.eval_images, len(data.x_held))} digits, {time.perf_counter() - t0:.1f}s)", flush=True)
         save_bits_map(out / "bits_map.png", per_pos, bpp)
 
-    check = cache_check(model, cfg.levels, cfg.seed)
+    check = cache_check(model, cfg.seed)
     print(f"key/value cache: first {check['cache_check_pixels']} pixels of 4 digits in {check['cache_seconds']:.2f}s "
           f"with the cache, {check['nocache_seconds']:.2f}s without; identical tokens: {check['cache_identical']}", flush=True)
 
