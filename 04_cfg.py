@@ -22,7 +22,12 @@ Run:  python 04_cfg.py                          (train, then the guidance sweep)
       python 04_cfg.py --guidance 0,1,3 --default-guidance 3
       python 04_cfg.py --load runs/04_cfg/model.pt --digit 7
 
-Default run on a 2-core CPU: see README for the measured time and figures.
+Default run, measured on a 2-core CPU (no GPU): 8m26s in all (about 6m20s
+training, 3,000 steps of batch 128; the sweep over s = 0, 1, 2, 4 at N=1000
+each). Label accuracy 0.116 / 0.941 / 0.996 / 1.000, FD 45.4 / 8.0 / 24.8 / 62.0
+(floor 4.79), within-class diversity 9.82 / 8.51 / 7.99 / 7.81 (real digits 9.8).
+The default s = 2 follows the prompt (0.996) at 5.2x the floor; s = 1 has the
+best FD but gets 6% of the digits wrong.
 """
 from __future__ import annotations
 
