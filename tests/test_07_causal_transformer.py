@@ -198,7 +198,7 @@ def test_main_smoke_and_load(tmp_path, data, judge):
 
 
 def fake_01_metrics(path, **changes):
-    m = {"bits_per_pixel": 0.5, "train_seconds": 1.0, "targets_per_second": 1000.0, "fd": 50.0, "confidence": 0.8, "levels": 4}
+    m = {"bits_per_pixel": 0.5, "train_seconds": 1.0, "targets_per_second": 1000.0, "fd": 50.0, "confidence": 0.8, "levels": 2}
     m.update(changes)
     path.write_text(json.dumps(m))
     return path
@@ -250,7 +250,7 @@ def test_bad_inputs(tmp_path, capsys):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
     one_line_error(mod.main, ["--compare", str(bad_json)], capsys, "not a readable")
-    one_line_error(mod.main, ["--compare", str(fake_01_metrics(tmp_path / "k2.json", levels=2))], capsys, "levels")
+    one_line_error(mod.main, ["--compare", str(fake_01_metrics(tmp_path / "k4.json", levels=4))], capsys, "levels")
     lacking = tmp_path / "lacking.json"
     lacking.write_text(json.dumps({"bits_per_pixel": 0.5}))
     one_line_error(mod.main, ["--compare", str(lacking)], capsys, "lacks")
