@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -467,6 +468,8 @@ def main(argv=None):
             common.load_state(nets[order], ckpt["state"][order], cfg.load)
             nets[order].eval()
         print(f"loaded {cfg.load} (levels {cfg.levels}, hidden {cfg.hidden}); skipping training")
+        if Path(cfg.load).resolve() != (out / "model.pt").resolve():  # every run folder is complete
+            common.save_checkpoint(out / "model.pt", SCRIPT, cfg, ckpt["state"], ckpt["extra"])
     else:
         classes = to_classes(data.x_train.flatten(1), cfg.levels)       # (N, 784) level indices
         for order in ORDERS:
