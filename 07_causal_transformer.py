@@ -72,15 +72,16 @@ DEFAULT_TEXT = "help-topics"
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    steps: int = dataclasses.field(default=6000, metadata={"help": "training steps (optimizer updates)", "min": 1})
+    steps: int = dataclasses.field(default=4000, metadata={"help": "training steps (optimizer updates)", "min": 1})
     batch_size: int = dataclasses.field(default=4, metadata={"help": "images (or text windows) per training step", "min": 1})
     samples: int = dataclasses.field(default=1000, metadata={"help": "how many samples to generate and evaluate", "min": 2})
     levels: int = dataclasses.field(default=2, metadata={"help": "K, intensity levels per pixel (2 = black/white, chapter 01's default)", "min": 2, "max": 256})
     d_model: int = dataclasses.field(default=64, metadata={"help": "width of every token's vector", "min": 8})
     layers: int = dataclasses.field(default=2, metadata={"help": "transformer blocks", "min": 1})
-    heads: int = dataclasses.field(default=4, metadata={"help": "attention heads (must divide --d-model)", "min": 1})
+    heads: int = dataclasses.field(default=2, metadata={"help": "attention heads (must divide --d-model)", "min": 1})
     lr: float = dataclasses.field(default=4e-3, metadata={"help": "peak AdamW learning rate (warm-up, then cosine to 0)", "min": 0.0})
     temperature: float = dataclasses.field(default=1.0, metadata={"help": "sampling temperature (1 = the learned distribution)", "min": 0.01})
+    hint: bool = dataclasses.field(default=True, metadata={"help": "digits: also give each position the already-drawn pixels near it (section 1); --no-hint is the plain GPT"})
     positions: str = dataclasses.field(default="rowcol", metadata={"help": "digits: rowcol = a row vector plus a column vector; flat = one learned vector per position", "choices": ["rowcol", "flat"]})
     attention: str = dataclasses.field(default="fused", metadata={"help": "fused: torch's kernel; explicit: section 2's function (same numbers, slower)", "choices": ["fused", "explicit"]})
     eval_images: int = dataclasses.field(default=1000, metadata={"help": "held-out images for bits per pixel (0 = skip)", "min": 0})
@@ -120,6 +121,34 @@ def shift_right(tokens: torch.Tensor, bos: int) -> torch.Tensor:
     """
     start = torch.full_like(tokens[:, :1], bos)
     return torch.cat([start, tokens[:, :-1]], dim=1)
+
+
+# A 2-D hint. Read as a sequence, a digit loses its grid: the pixel right above
+# pixel i sits 28 tokens back, and the network has to discover that through its
+# position vectors and attention before it can use the most telling clues there
+# are (strokes continue downwards and sideways). So, beside the previous token,
+# position i is also handed the pixels near pixel i that raster order has
+# already drawn: the two rows above, two columns either side, and the pixel two
+# to the left, like the first, masked 5x5 layer of a PixelCNN (the pixel one to
+# the left is the previous token itself). All of them come before i, so nothing
+# is leaked: the hint is causal (the tests check it); it only saves the network
+# learning time. Off the grid (top rows, left and right edges) it holds PAD.
+NEIGHBOURS = [(dr, dc) for dr in (-2, -1) for dc in (-2, -1, 0, 1, 2)] + [(0, -2)]  # (rows, columns) from pixel i
+
+
+def neighbour_pixels(tokens: torch.Tensor, pad: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Targets (B, T) -> (B, stop - start, len(NEIGHBOURS)): for each position i in
+    start..stop-1 the token at each offset of NEIGHBOURS from pixel i, or pad off the grid."""
+    stop = tokens.shape[1] if stop is None else stop
+    pos = torch.arange(start, stop, device=tokens.device)
+    row, col = pos // SIDE, pos % SIDE
+    hints = []
+    for dr, dc in NEIGHBOURS:
+        on_grid = (row + dr >= 0) & (col + dc >= 0) & (col + dc < SIDE)
+        src = (pos + dr * SIDE + dc).clamp(min=0)              # raster index of the neighbour, < i
+        got = tokens[:, src]                                   # (B, T'): used only where on_grid
+        hints.append(torch.where(on_grid, got, torch.full_like(got, pad)))
+    return torch.stack(hints, dim=-1)
 
 
 # %% 2. Causal self-attention: the mask is the whole trick
@@ -215,12 +244,15 @@ class GPT(nn.Module):
     """
 
     def __init__(self, vocab: int, length: int, d_model: int = 64, layers: int = 3, heads: int = 4,
-                 fused: bool = True, width: int = 0):
+                 fused: bool = True, width: int = 0, hint: bool = False):
         super().__init__()
         if d_model % heads:
             raise common.UserError(f"--heads {heads} must divide --d-model {d_model}")
         self.vocab, self.length, self.bos, self.width = vocab, length, vocab, width
         self.tok_emb = nn.Embedding(vocab + 1, d_model)          # + 1: the BOS token
+        self.hint = hint
+        if hint:  # one table per neighbour of the hint (section 1); row `vocab` = PAD
+            self.hint_emb = nn.ModuleList(nn.Embedding(vocab + 1, d_model) for _ in NEIGHBOURS)
         if width:
             self.row_emb = nn.Parameter(torch.zeros(-(-length // width), d_model))
             self.col_emb = nn.Parameter(torch.zeros(width, d_model))
@@ -237,15 +269,28 @@ class GPT(nn.Module):
             elif p_name.endswith("bias"):
                 nn.init.zeros_(p)
 
+    def inputs(self, tokens: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Targets (B, T) -> the network's inputs at positions start..stop-1: the previous
+        token (B, T') or, with the hint, the previous token and its neighbours (B, T', 1 + 11).
+        Input i reads targets before i only."""
+        prev = shift_right(tokens, self.bos)[:, start:stop]
+        if not self.hint:
+            return prev
+        return torch.cat([prev.unsqueeze(-1), neighbour_pixels(tokens, self.vocab, start, stop)], dim=-1)
+
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Tokens (B, T) at positions start..start+T-1 -> vectors (B, T, D)."""
+        """Inputs (B, T) or (B, T, 12) at positions start..start+T-1 -> vectors (B, T, D)."""
         t = idx.shape[1]
         if start + t > self.length:
             raise common.UserError(f"sequence of {start + t} tokens is longer than the model's {self.length} positions")
         pos = torch.arange(start, start + t, device=idx.device)
+        if self.hint:  # the sum of the embeddings of the previous token and of each neighbour
+            h = self.tok_emb(idx[..., 0]) + sum(e(idx[..., 1 + k]) for k, e in enumerate(self.hint_emb))
+        else:
+            h = self.tok_emb(idx)
         if self.width:
-            return self.tok_emb(idx) + self.row_emb[pos // self.width] + self.col_emb[pos % self.width]
-        return self.tok_emb(idx) + self.pos_emb[pos]
+            return h + self.row_emb[pos // self.width] + self.col_emb[pos % self.width]
+        return h + self.pos_emb[pos]
 
     def trunk(self, h: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
         """Vectors (B, T, D) -> logits (B, T, vocab)."""
@@ -254,7 +299,7 @@ class GPT(nn.Module):
         return self.head(self.ln_f(h))
 
     def forward(self, idx: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
-        """Input tokens (B, T) -> logits (B, T, vocab); output i depends on inputs 0..i only."""
+        """Inputs (B, T[, 12]) -> logits (B, T, vocab); output i depends on inputs 0..i only."""
         start = cache.length if cache is not None else 0
         logits = self.trunk(self.embed(idx, start), cache)
         if cache is not None:
@@ -271,7 +316,7 @@ class GPT(nn.Module):
 # equally likely levels the model is as unsure as (1 = certain, K = clueless).
 def sequence_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy in nats over every position of every sequence in tokens (B, T)."""
-    logits = model(shift_right(tokens, model.bos))  # (B, T, vocab): T predictions in one pass
+    logits = model(model.inputs(tokens))  # (B, T, vocab): T predictions in one pass
     return F.cross_entropy(logits.reshape(-1, model.vocab).float(), tokens.reshape(-1))
 
 
@@ -283,7 +328,7 @@ def bits_per_token(model: GPT, tokens: torch.Tensor, device, batch: int = 50) ->
     for i in range(0, len(tokens), batch):
         chunk = tokens[i:i + batch].to(device)
         with common.autocast(device):
-            logits = model(shift_right(chunk, model.bos))
+            logits = model(model.inputs(chunk))
         nats = F.cross_entropy(logits.float().transpose(1, 2), chunk, reduction="none")  # (B, T)
         per_pos += nats.sum(0).cpu()
     per_pos = per_pos / len(tokens) / math.log(2)
@@ -346,17 +391,16 @@ def generate(model: GPT, n: int, temperature: float = 1.0, gen: torch.Generator 
     model.eval()
     length = length or model.length
     device = next(model.parameters()).device
-    out = torch.empty(n, length, dtype=torch.long, device=device)
-    seq = torch.full((n, 1), model.bos, dtype=torch.long, device=device)  # the inputs so far
+    out = torch.zeros(n, length, dtype=torch.long, device=device)  # filled in left to right
     cache = KVCache(len(model.blocks), length) if use_cache else None
     for t in range(length):
+        # Input t reads the tokens drawn before t only, so the unfilled rest of `out` is never seen.
         with common.autocast(device):
             if use_cache:
-                logits = model(seq[:, -1:], cache)[:, -1]   # (n, 1) new token -> (n, vocab)
+                logits = model(model.inputs(out, t, t + 1), cache)[:, -1]   # one new position -> (n, vocab)
             else:
-                logits = model(seq)[:, -1]                  # (n, t + 1) all tokens -> (n, vocab)
+                logits = model(model.inputs(out, 0, t + 1))[:, -1]          # all t + 1 positions -> (n, vocab)
         out[:, t] = draw(logits, temperature, torch.rand(n, generator=gen))
-        seq = torch.cat([seq, out[:, t:t + 1]], dim=1)
     return out
 
 
@@ -554,7 +598,7 @@ def run_text(cfg: Config, device, gen: torch.Generator, out: Path) -> dict:
 # %% 9. Putting it together
 def build_model(arch: dict, attention: str = "fused") -> GPT:
     return GPT(arch["vocab"], arch["length"], arch["d_model"], arch["layers"], arch["heads"],
-               fused=attention == "fused", width=arch.get("width", 0))
+               fused=attention == "fused", width=arch.get("width", 0), hint=arch.get("hint", False))
 
 
 def count_params(model: nn.Module) -> int:
@@ -617,9 +661,10 @@ def main(argv=None):
         common.save_checkpoint(out / "model.pt", SCRIPT, cfg, model.state_dict(), {"arch": arch})  # out is complete
     else:
         arch = dict(mode="digits", vocab=cfg.levels, length=N_PIXELS, d_model=cfg.d_model, layers=cfg.layers,
-                    heads=cfg.heads, width=SIDE if cfg.positions == "rowcol" else 0)
+                    heads=cfg.heads, width=SIDE if cfg.positions == "rowcol" else 0, hint=cfg.hint)
         model = build_model(arch, cfg.attention).to(device)
     print(f"GPT: {cfg.levels} levels, {arch['layers']} blocks of width {arch['d_model']} with {arch['heads']} heads, "
+          f"{'with' if arch.get('hint') else 'without'} the neighbourhood hint, "
           f"{count_params(model):,} parameters", flush=True)
 
     steps, train_seconds = 0, 0.0

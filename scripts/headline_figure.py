@@ -4,7 +4,11 @@ step counts), from the metrics.json files their runs wrote.
 
     python scripts/headline_figure.py            # after scripts/reproduce.sh, or the runs it lists
 
-Each point is the judge's FD at the N its run used; the figure says which N.
+Every point is the judge's FD at the same N (HEADLINE_N = 500, chapter 02's
+default): FD depends on N, so points at different N would not be comparable.
+Chapter 01's run judges 1,000 samples; its point here is the judge's FD of the
+first 500 of them (runs/01_autoregressive_pixels/samples.npz). Chapter 03's
+sweep is run with --samples 500 (scripts/reproduce.sh).
 """
 import json
 import shutil
@@ -12,10 +16,15 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for common
+import common  # noqa: E402
+
+HEADLINE_N = 500
 RUNS = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs")
 DOCS = Path("docs")
 FIGURES = {
@@ -43,8 +52,11 @@ def main():
     floors = set()
     m01 = read("01_autoregressive_pixels")
     if m01:
-        ax.plot([m01["evaluations_per_image"]], [m01["fd"]], "s", ms=9, label=f"01 pixel by pixel (N={m01['n']})")
-        floors.add((m01["fd_floor"], m01["fd_floor_n"]))
+        x01 = np.load(RUNS / "01_autoregressive_pixels" / "samples.npz")["x"][:HEADLINE_N]
+        r01 = common.Judge.load().evaluate(x01)  # the same judge as every run's, on N of 01's samples
+        print(f"01 at N={r01['n']}: FD {r01['fd']:.1f} ({r01['fd_ratio']:.1f}x floor)")
+        ax.plot([m01["evaluations_per_image"]], [r01["fd"]], "s", ms=9, label=f"01 pixel by pixel (N={r01['n']})")
+        floors.add((r01["fd_floor"], r01["fd_floor_n"]))
     m02 = read("02_patch_autoregression")
     if m02:
         for order, style in (("scattered", "o-"), ("contiguous", "^-")):
@@ -59,6 +71,8 @@ def main():
         rows = sorted(m03["sweep"], key=lambda r: r["evaluations"])
         ax.plot([r["evaluations"] for r in rows], [r["fd"] for r in rows], "D-", label=f"03 diffusion, DDIM eta=1 (N={rows[0]['n']})")
         floors.add((rows[0]["fd_floor"], rows[0]["fd_floor_n"]))
+    if any(n != HEADLINE_N for _, n in floors):
+        print(f"warning: not every series is at N={HEADLINE_N}: {sorted(floors)}; run scripts/reproduce.sh's commands")
     for floor, n in sorted(floors):
         ax.axhline(floor, ls=":", c="gray")
         ax.text(1.05, floor * 1.05, f"real-data floor, N={n}", fontsize=7, color="gray")

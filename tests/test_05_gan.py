@@ -64,6 +64,16 @@ def test_non_saturating_loss_keeps_its_gradient_where_the_minimax_one_vanishes()
     assert (g_ns < 0).all() and (g_mm < 0).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(steps=st.integers(2, 5000), peak=st.floats(1e-6, 1.0))
+def test_learning_rate_holds_for_half_then_falls_to_zero(steps, peak):
+    lrs = [gan.learning_rate(s, steps, peak) for s in range(1, steps + 1)]
+    assert all(lr == peak for lr in lrs[:steps // 2])
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # never rises
+    assert lrs[steps // 2] < peak  # the first step past halfway has begun the decay
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
 def params(m):
     return [p.detach().clone() for p in m.parameters()]
 

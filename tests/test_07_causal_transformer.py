@@ -16,9 +16,18 @@ mod = importlib.import_module("07_causal_transformer")
 LENGTH = 12  # positions of the tiny models below
 
 
+HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two full rows and a few pixels of the third
+
+
 def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0):
     torch.manual_seed(seed)
     return mod.GPT(vocab, length, d_model=16, layers=2, heads=2, fused=fused).eval()
+
+
+def tiny_hinted(vocab: int = 3, seed: int = 0):
+    """A digit-shaped model (rows of 28) with the neighbourhood hint."""
+    torch.manual_seed(seed)
+    return mod.GPT(vocab, HINTED, d_model=16, layers=2, heads=2, width=28, hint=True).eval()
 
 
 def random_tokens(vocab, n, length, seed):
@@ -43,6 +52,21 @@ def test_quantize_range_and_round_trip(levels, seed):
 def test_shift_right_puts_bos_first():
     t = torch.tensor([[5, 6, 7]])
     assert mod.shift_right(t, 9).tolist() == [[9, 5, 6]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(i=st.integers(0, 783), seed=st.integers(0, 1000))
+def test_neighbour_pixels_are_the_pixels_at_their_offsets_on_the_grid(i, seed):
+    t = random_tokens(5, 2, 784, seed)
+    grid = t.view(2, 28, 28)
+    r, c = divmod(i, 28)
+    hint = mod.neighbour_pixels(t, pad=5)[:, i]                      # (2, 11)
+    part = mod.neighbour_pixels(t, pad=5, start=i, stop=i + 1)[:, 0]  # the slice generation asks for
+    for k, (dr, dc) in enumerate(mod.NEIGHBOURS):
+        assert (dr, dc) < (0, 0)  # every neighbour comes before pixel i in raster order
+        on_grid = r + dr >= 0 and 0 <= c + dc < 28
+        want = grid[:, r + dr, c + dc] if on_grid else torch.full((2,), 5)
+        assert torch.equal(hint[:, k], want) and torch.equal(part[:, k], want)
 
 
 # --- attention and the mask ---
@@ -79,17 +103,36 @@ def test_causal_by_perturbation(fused, i, seed):
     assert not torch.allclose(a[:, i], b[:, i], atol=1e-4)
 
 
+@pytest.mark.parametrize("hinted", [False, True])
 @settings(max_examples=15, deadline=None)
-@given(i=st.integers(0, LENGTH - 1), seed=st.integers(0, 10_000))
-def test_causal_by_perturbation_of_pixels(i, seed):
-    """The prediction of target i (pixel i) depends on targets 0..i-1 only: shift_right does its job."""
-    model = tiny()
-    t = random_tokens(3, 2, LENGTH, seed)
+@given(frac=st.floats(0, 1), seed=st.integers(0, 10_000))
+def test_causal_by_perturbation_of_pixels(hinted, frac, seed):
+    """The prediction of target i (pixel i) depends on targets 0..i-1 only: shift_right,
+    and the neighbourhood hint, read nothing at or after i."""
+    model = tiny_hinted() if hinted else tiny()
+    i = min(int(frac * model.length), model.length - 1)
+    t = random_tokens(3, 2, model.length, seed)
     changed = t.clone()
     changed[:, i:] = (t[:, i:] + 1) % 3
     with torch.no_grad():
-        a, b = model(mod.shift_right(t, model.bos)), model(mod.shift_right(changed, model.bos))
+        a, b = model(model.inputs(t)), model(model.inputs(changed))
     assert torch.allclose(a[:, :i + 1], b[:, :i + 1], atol=1e-6)
+
+
+def test_the_hint_reaches_the_pixel_below():
+    """With the hint, the prediction at i changes when pixel i - 28 does, even with every
+    attention layer's output cut off: the hint, not attention, carries it."""
+    model = tiny_hinted()
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.attn.proj.weight)  # attention contributes nothing
+        torch.nn.init.zeros_(block.attn.proj.bias)
+    t = random_tokens(3, 1, HINTED, 0)
+    i = 28 + 10
+    changed = t.clone()
+    changed[0, i - 28] = (t[0, i - 28] + 1) % 3
+    with torch.no_grad():
+        a, b = model(model.inputs(t)), model(model.inputs(changed))
+    assert not torch.allclose(a[:, i], b[:, i], atol=1e-4)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -106,14 +149,15 @@ def test_causal_by_gradients(fused, i):
 
 
 # --- the loss ---
-def test_loss_is_mean_of_per_position_cross_entropies():
+@pytest.mark.parametrize("hinted", [False, True])
+def test_loss_is_mean_of_per_position_cross_entropies(hinted):
     """One pass over the sequence equals T separate passes, each seeing only its prefix."""
-    model = tiny()
-    t = random_tokens(3, 3, LENGTH, 7)
-    inputs = mod.shift_right(t, model.bos)
+    model = tiny_hinted() if hinted else tiny()
+    t = random_tokens(3, 3, model.length, 7)
+    inputs = model.inputs(t)
     with torch.no_grad():
         one_pass = mod.sequence_loss(model, t)
-        per_pos = [F.cross_entropy(model(inputs[:, :i + 1])[:, -1], t[:, i]) for i in range(LENGTH)]
+        per_pos = [F.cross_entropy(model(inputs[:, :i + 1])[:, -1], t[:, i]) for i in range(model.length)]
     assert torch.allclose(one_pass, torch.stack(per_pos).mean(), atol=1e-6)
 
 
@@ -128,11 +172,12 @@ def test_bits_per_token_is_loss_in_bits():
 
 
 # --- generation ---
-def test_cached_and_uncached_generation_identical():
-    model = tiny(vocab=4)
+@pytest.mark.parametrize("hinted", [False, True])
+def test_cached_and_uncached_generation_identical(hinted):
+    model = tiny_hinted(vocab=4) if hinted else tiny(vocab=4)
     a = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(3), use_cache=True)
     b = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(3), use_cache=False)
-    assert a.shape == (5, LENGTH) and a.min() >= 0 and a.max() < 4
+    assert a.shape == (5, model.length) and a.min() >= 0 and a.max() < 4
     assert torch.equal(a, b)
     c = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(4), use_cache=True)
     assert not torch.equal(a, c)  # the seed matters, so the equality above says something
