@@ -30,9 +30,12 @@ Run:  python 07_causal_transformer.py                (train, sample 1,000 digits
       python 07_causal_transformer.py --load runs/07_causal_transformer/model.pt --temperature 0.9
 
 Default run on the project's 2-core CPU on 2026-11-25 (K=2, 4,000 steps of 4
-digits, 2 blocks of width 64 with 2 heads, 106k parameters): 4m56s in all; training 251 s, sampling 1,000 digits 29 s with the
-key/value cache. Held-out 0.1195 bits per pixel (perplexity 1.086); FD 91.4 at
-N=1000 (floor 4.79: 19.1x), judge confidence 0.871, all ten classes.
+digits, 2 blocks of width 64 with 2 heads, 106k parameters), two runs: 4m56s
+and 4m58s in all; training 251 s and 250 s, sampling 1,000 digits 29 s and
+33 s with the key/value cache. Held-out 0.1195 and 0.1200 bits per pixel
+(perplexity 1.086-1.087); FD 91.4 and 94.2 at N=1000 (floor 4.79: 19.1x and
+19.7x), judge confidence 0.871 and 0.861, all ten classes. (The runs differ a
+little: CPU kernels need not sum in the same order from run to run.)
 
 Measured against chapter 01 on the same machine the same day (--compare:
 this model trained for exactly 01's 285 s of training, 4,783 steps):
@@ -280,8 +283,11 @@ class GPT(nn.Module):
     def inputs(self, tokens: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Targets (B, T) -> the network's inputs at positions start..stop-1: the previous
         token (B, T') or, with the hint, the previous token and its neighbours (B, T', 1 + 11).
-        Input i reads targets before i only."""
-        prev = shift_right(tokens, self.bos)[:, start:stop]
+        Input i reads targets before i only. Only positions start..stop-1 are built, so
+        generation's one new position per step costs the same at every step."""
+        stop = tokens.shape[1] if stop is None else stop
+        # Input i holds token i - 1 (shift_right); position 0 holds BOS.
+        prev = shift_right(tokens[:, :stop], self.bos) if start == 0 else tokens[:, start - 1:stop - 1]
         if not self.hint:
             return prev
         return torch.cat([prev.unsqueeze(-1), neighbour_pixels(tokens, self.vocab, start, stop)], dim=-1)

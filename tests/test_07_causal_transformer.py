@@ -19,15 +19,12 @@ LENGTH = 12  # positions of the tiny models below
 HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two full rows and a few pixels of the third
 
 
-def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0):
+def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0, hinted: bool = False):
+    """A tiny GPT; hinted: digit-shaped instead (rows of 28, HINTED positions) with the neighbourhood hint."""
     torch.manual_seed(seed)
+    if hinted:
+        return mod.GPT(vocab, HINTED, d_model=16, layers=2, heads=2, fused=fused, width=28, hint=True).eval()
     return mod.GPT(vocab, length, d_model=16, layers=2, heads=2, fused=fused).eval()
-
-
-def tiny_hinted(vocab: int = 3, seed: int = 0):
-    """A digit-shaped model (rows of 28) with the neighbourhood hint."""
-    torch.manual_seed(seed)
-    return mod.GPT(vocab, HINTED, d_model=16, layers=2, heads=2, width=28, hint=True).eval()
 
 
 def random_tokens(vocab, n, length, seed):
@@ -109,7 +106,7 @@ def test_causal_by_perturbation(fused, i, seed):
 def test_causal_by_perturbation_of_pixels(hinted, frac, seed):
     """The prediction of target i (pixel i) depends on targets 0..i-1 only: shift_right,
     and the neighbourhood hint, read nothing at or after i."""
-    model = tiny_hinted() if hinted else tiny()
+    model = tiny(hinted=hinted)
     i = min(int(frac * model.length), model.length - 1)
     t = random_tokens(3, 2, model.length, seed)
     changed = t.clone()
@@ -122,7 +119,7 @@ def test_causal_by_perturbation_of_pixels(hinted, frac, seed):
 def test_the_hint_reaches_the_pixel_below():
     """With the hint, the prediction at i changes when pixel i - 28 does, even with every
     attention layer's output cut off: the hint, not attention, carries it."""
-    model = tiny_hinted()
+    model = tiny(hinted=True)
     for block in model.blocks:
         torch.nn.init.zeros_(block.attn.proj.weight)  # attention contributes nothing
         torch.nn.init.zeros_(block.attn.proj.bias)
@@ -152,7 +149,7 @@ def test_causal_by_gradients(fused, i):
 @pytest.mark.parametrize("hinted", [False, True])
 def test_loss_is_mean_of_per_position_cross_entropies(hinted):
     """One pass over the sequence equals T separate passes, each seeing only its prefix."""
-    model = tiny_hinted() if hinted else tiny()
+    model = tiny(hinted=hinted)
     t = random_tokens(3, 3, model.length, 7)
     inputs = model.inputs(t)
     with torch.no_grad():
@@ -174,7 +171,7 @@ def test_bits_per_token_is_loss_in_bits():
 # --- generation ---
 @pytest.mark.parametrize("hinted", [False, True])
 def test_cached_and_uncached_generation_identical(hinted):
-    model = tiny_hinted(vocab=4) if hinted else tiny(vocab=4)
+    model = tiny(vocab=4, hinted=hinted)
     a = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(3), use_cache=True)
     b = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(3), use_cache=False)
     assert a.shape == (5, model.length) and a.min() >= 0 and a.max() < 4
