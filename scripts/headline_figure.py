@@ -33,7 +33,7 @@ FIGURES = {
     "03_ddpm": ["samples.png", "noising.png", "forward_process.png"],
     "03_x0": ["samples.png"],
     "04_cfg": ["samples.png", "guidance_grid.png"],
-    "05_gan": ["samples.png"],
+    "05_gan": ["samples.png", "training.png", "modes.png"],
     "06_vae": ["samples.png"],
     "07_causal_transformer": ["samples.png"],
 }
