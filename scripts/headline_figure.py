@@ -32,6 +32,7 @@ FIGURES = {
     "02_patch_autoregression": ["samples.png"],
     "03_ddpm": ["samples.png", "noising.png", "forward_process.png"],
     "03_x0": ["samples.png"],
+    "03_noclip": ["samples.png"],
     "04_cfg": ["samples.png", "guidance_grid.png"],
     "05_gan": ["samples.png", "training.png", "modes.png"],
     "06_vae": ["samples.png"],

@@ -100,18 +100,39 @@ class PerfectDenoiser(torch.nn.Module):
         return ddpm.training_target(self.image.expand_as(x), eps, ab, self.target)
 
 
+@pytest.mark.parametrize("clip", [True, False])
 @pytest.mark.parametrize("target", ["eps", "x0", "v"])
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim-stochastic"])
-def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, data):
+def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, clip, data):
     sched = ddpm.make_schedule("cosine", 50)
     image = ddpm.to_model_space(data.x_train[:1])
     model = PerfectDenoiser(image, sched, target)
     gen = torch.Generator().manual_seed(0)
     if sampler == "ddpm":
-        x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen)
+        x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen, clip=clip)
     else:
-        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=1.0 if sampler == "ddim-stochastic" else 0.0)
+        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=1.0 if sampler == "ddim-stochastic" else 0.0,
+                             clip=clip)
     assert torch.allclose(x, image.expand(3, -1, -1, -1), atol=1e-3)
+
+
+@FAST
+@given(t=st.integers(1, 1000), err=st.floats(-0.1, 0.1).filter(lambda e: abs(e) > 1e-3))
+def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
+    # Section 4's arithmetic: an error e in predicted eps is an error e * sqrt((1 - abar) / abar)
+    # in the clean image it implies; clipping keeps that image in [-1, 1] and the pair consistent.
+    sched = ddpm.make_schedule("cosine", 1000)
+    image = ddpm.to_model_space(data.x_train[:1])
+    perfect = PerfectDenoiser(image, sched, "eps")
+    model = lambda x, tt: perfect(x, tt) + err  # noqa: E731  (the same error at every pixel)
+    xt = ddpm.q_sample(image, torch.tensor([t]), torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(t)), sched)
+    ab = sched["abar"][t].item()
+    _, x0 = ddpm.denoise(model, xt, t, sched, "eps", clip=False)
+    gain = math.sqrt((1 - ab) / ab)
+    assert torch.allclose(x0 - image, torch.full_like(image, -err * gain), rtol=1e-3, atol=1e-4 * max(1.0, gain))
+    eps_c, x0_c = ddpm.denoise(model, xt, t, sched, "eps", clip=True)
+    assert x0_c.min() >= -1 and x0_c.max() <= 1
+    assert torch.allclose(math.sqrt(ab) * x0_c + math.sqrt(1 - ab) * eps_c, xt, atol=1e-4)
 
 
 def test_ddim_timesteps_run_from_T_down_to_1():
@@ -175,6 +196,10 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     with np.load(out / "samples.npz") as a, np.load(again / "samples.npz") as b:
         assert np.array_equal(a["x"], b["x"]), "the loaded model samples what the trained one did"
     assert m2["fd"] == pytest.approx(m["fd"])
+    assert m2["clip"] is True
+    unclipped = tmp_path / "unclipped"
+    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2", "--no-clip", "--out", str(unclipped)])
+    assert check_outputs(unclipped, 12)["clip"] is False
 
 
 @pytest.mark.parametrize("argv, says", [
