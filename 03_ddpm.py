@@ -239,8 +239,8 @@ def count_parameters(model: nn.Module) -> int:
 #                                           x0  FD 25.8, confidence 0.942
 # Where eps loses, we think, is the first sampling steps (the arithmetic is
 # exact; that it explains the gap is our reading of the --no-clip runs below).
-# To get the clean image from an eps prediction, sampling divides by sqrt(abar_t), so an error e in eps becomes
-# an error e * sqrt((1 - abar) / abar) in x0. At t = T = 1000 of the cosine
+# As above, an error e in predicted eps is an error e * sqrt((1 - abar) / abar)
+# in the x0 that sampling derives from it. At t = T = 1000 of the cosine
 # schedule abar is 2.4e-9 and that factor is 20,000; at the next DDIM step
 # (t = 958) it is still 15. An x0 network has no such division. Clipping the
 # estimate to [-1, 1] (section 5) is what keeps eps usable at all: sampled
