@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import common
-from helpers import check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error
 
 ddpm = importlib.import_module("03_ddpm")
 FAST = settings(max_examples=25, deadline=None)
@@ -74,16 +74,61 @@ def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
     assert var == pytest.approx(v1 - c12 ** 2 / v2, rel=1e-6, abs=1e-12)
 
 
-@FAST
-@given(target=st.sampled_from(["eps", "x0", "v"]), ab=st.floats(0.001, 0.999))
-def test_each_target_converts_back_to_noise_and_image(target, ab):
-    gen = torch.Generator().manual_seed(1)
+def _noised(t: int, T: int = 1000, seed: int = 1):
+    sched = ddpm.make_schedule("cosine", T)
+    gen = torch.Generator().manual_seed(seed)
     x0, eps = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1, torch.randn(2, 1, 28, 28, generator=gen)
-    abar = torch.full((2, 1, 1, 1), ab)
-    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
-    eps_hat, x0_hat = ddpm.predictions(ddpm.training_target(x0, eps, abar, target), xt, abar, target)
-    assert torch.allclose(eps_hat, eps, atol=1e-3 / math.sqrt(ab))
-    assert torch.allclose(x0_hat, x0, atol=1e-3 / math.sqrt(1 - ab))
+    tt = torch.full((2,), t)
+    return sched, x0, eps, tt, ddpm.q_sample(x0, tt, eps, sched)
+
+
+@FAST
+@given(target=st.sampled_from(ddpm.TARGETS), t=st.integers(1, 999))
+def test_each_target_converts_back_to_noise_and_image(target, t):
+    sched, x0, eps, tt, xt = _noised(t)
+    goal = ddpm.training_target(x0, eps, xt, tt, sched, target)
+    eps_hat, x0_hat = ddpm.predictions(goal, xt, tt, sched, target)
+    ab = sched["abar"][t].item()
+    assert torch.allclose(x0_hat, x0, atol=2e-3 / math.sqrt(1 - ab) * (1 if target != "xprev" else 50))
+    assert torch.allclose(eps_hat, eps, atol=2e-3 / math.sqrt(ab) * (1 if target != "xprev" else 50))
+
+
+@FAST
+@given(t=st.integers(2, 1000))
+def test_xprev_is_the_posterior_mean(t):
+    sched, x0, eps, tt, xt = _noised(t)
+    mean, _ = ddpm.posterior(x0.double(), xt.double(), t, sched)
+    goal = ddpm.training_target(x0, eps, xt, tt, sched, "xprev")
+    assert torch.allclose(goal.double(), mean, atol=1e-5)
+
+
+@FAST
+@given(target=st.sampled_from(ddpm.TARGETS), t=st.integers(1, 1000), shift=st.floats(0.01, 1.0))
+def test_a_target_error_is_the_x0_error_times_its_scale(target, t, shift):
+    # Section 4: with x_t fixed, moving x0 by e moves each target by sqrt(scale) * e.
+    sched, x0, eps, tt, xt = _noised(t)
+    ab = sched["abar"][t].item()
+    moved_eps = (xt - math.sqrt(ab) * (x0 + shift)) / math.sqrt(1 - ab)  # x_t unchanged
+    a = ddpm.training_target(x0, eps, xt, tt, sched, target)
+    b = ddpm.training_target(x0 + shift, moved_eps, xt, tt, sched, target)
+    scale = ddpm.x0_error_scale(tt, sched, target)
+    assert torch.allclose((a - b).pow(2).mean((1, 2, 3)), scale * shift ** 2, rtol=1e-2, atol=1e-9)
+
+
+def test_min_snr_caps_the_x0_weight_at_five_for_every_target():
+    sched = ddpm.make_schedule("cosine", 1000)
+    t = torch.arange(1, 1001)
+    snr = (sched["abar"][1:] / (1 - sched["abar"][1:])).float()
+    for target in ddpm.TARGETS:
+        # the weight on the target's error times the target's scale = the weight on the x0 error
+        w = snr.clamp(max=5.0) / ddpm.x0_error_scale(t, sched, target)
+        assert torch.allclose(w * ddpm.x0_error_scale(t, sched, target), snr.clamp(max=5.0))
+
+
+def test_timestep_embedding_pairs_sin_and_cos():
+    emb = ddpm.timestep_embedding(torch.tensor([0, 1, 17, 999]), 16)
+    assert torch.allclose(emb[:, :8] ** 2 + emb[:, 8:] ** 2, torch.ones(4, 8), atol=1e-6)
+    assert torch.equal(emb[0, :8], torch.zeros(8))  # sin(0) = 0: the first half is the sines
 
 
 # --- samplers ---------------------------------------------------------------------------------
@@ -92,16 +137,16 @@ class PerfectDenoiser(torch.nn.Module):
 
     def __init__(self, image, sched, target):
         super().__init__()
-        self.image, self.abar, self.target = image, sched["abar"].float(), target
+        self.image, self.sched, self.target = image, sched, target
 
     def forward(self, x, t):
-        ab = self.abar[t].view(-1, 1, 1, 1)
+        ab = ddpm.at(self.sched, "abar", t)
         eps = (x - ab.sqrt() * self.image) / (1 - ab).sqrt()
-        return ddpm.training_target(self.image.expand_as(x), eps, ab, self.target)
+        return ddpm.training_target(self.image.expand_as(x), eps, x, t, self.sched, self.target)
 
 
 @pytest.mark.parametrize("clip", [True, False])
-@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+@pytest.mark.parametrize("target", ddpm.TARGETS)
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim-stochastic"])
 def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, clip, data):
     sched = ddpm.make_schedule("cosine", 50)
@@ -133,6 +178,19 @@ def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
     eps_c, x0_c = ddpm.denoise(model, xt, t, sched, "eps", clip=True)
     assert x0_c.min() >= -1 and x0_c.max() <= 1
     assert torch.allclose(math.sqrt(ab) * x0_c + math.sqrt(1 - ab) * eps_c, xt, atol=1e-4)
+
+
+def test_deterministic_ddim_draws_nothing_after_the_starting_noise(data):
+    # eta = 0: the sample is a function of x_T alone, so no random number is drawn after it.
+    sched = ddpm.make_schedule("cosine", 50)
+    model = PerfectDenoiser(ddpm.to_model_space(data.x_train[:1]), sched, "eps")
+    gen, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    ddpm.ddim_sample(model, 2, sched, "eps", 10, "cpu", gen, eta=0.0)
+    torch.randn((2, 1, 28, 28), generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+    ddpm.ddim_sample(model, 2, sched, "eps", 10, "cpu", gen, eta=1.0)
+    torch.randn((2, 1, 28, 28), generator=ref)
+    assert not torch.equal(gen.get_state(), ref.get_state())  # eta = 1 adds fresh noise
 
 
 def test_ddim_timesteps_run_from_T_down_to_1():
@@ -171,13 +229,15 @@ def test_scaled_noising_settles_and_plain_noising_grows():
     assert abs(last["scaled_corr_with_x0"]) < 0.05
 
 
-def test_short_training_is_finite_and_moves_the_average(data):
-    """A short training run returns finite losses and an EMA model different from its start."""
-    cfg = ddpm.Config(steps=3, batch_size=8, channels=8)
+@pytest.mark.parametrize("weighting", ["plain", "minsnr"])
+def test_short_training_is_finite_and_moves_the_weights(data, weighting):
+    cfg = ddpm.Config(steps=3, batch_size=8, channels=8, weighting=weighting)
     sched = ddpm.make_schedule("cosine", 100)
-    model, ema, losses, _ = ddpm.train(cfg, data, torch.device("cpu"), sched)
-    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
-    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), ema.parameters()))
+    torch.manual_seed(cfg.seed)
+    start = ddpm.UNet(8)
+    ema, _, loss = ddpm.train(cfg, data, torch.device("cpu"), sched)
+    assert math.isfinite(loss)
+    assert any(not torch.equal(p, q) for p, q in zip(start.parameters(), ema.parameters()))
 
 
 # --- the contract and bad inputs -----------------------------------------------------------------
@@ -189,17 +249,30 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     ddpm.main(TINY + ["--out", str(out), "--sweep-steps", "1,2"])
     m = check_outputs(out, 12)
     assert [r["evaluations"] for r in m["sweep"]] == [1, 2]
-    assert (out / "noising.png").exists() and (out / "forward_process.png").exists() and (out / "sweep.png").exists()
-    again = tmp_path / "again"
-    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2", "--out", str(again)])
-    m2 = check_outputs(again, 12)
-    with np.load(out / "samples.npz") as a, np.load(again / "samples.npz") as b:
-        assert np.array_equal(a["x"], b["x"]), "the loaded model samples what the trained one did"
-    assert m2["fd"] == pytest.approx(m["fd"])
-    assert m2["clip"] is True
+    for name in ("noising.png", "forward_process.png", "sweep.png"):
+        assert (out / name).exists()
+    assert check_gif(out / "generation.gif") >= 2  # one frame per DDIM step
+    model_bytes = (out / "model.pt").read_bytes()
+    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
+               "--out", str(out), "--no-gif"])
+    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert not (out / "generation.gif").exists() and not (out / "sweep.png").exists()
+    m2 = check_outputs(out, 12)
+    assert m2["fd"] == pytest.approx(m["fd"]), "the loaded model samples what the trained one did"
+    assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["clip"] is True
     unclipped = tmp_path / "unclipped"
-    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2", "--no-clip", "--out", str(unclipped)])
-    assert check_outputs(unclipped, 12)["clip"] is False
+    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
+               "--no-clip", "--out", str(unclipped)])
+    assert check_outputs(unclipped, 12)["config"]["clip"] is False
+
+
+def test_compare_targets_trains_each_at_the_same_budget(tmp_path):
+    out = tmp_path / "targets"
+    ddpm.main(TINY + ["--out", str(out), "--compare-targets", "x0,xprev,eps+minsnr", "--no-gif"])
+    rows = check_outputs(out, 12)["targets"]
+    assert [(r["target"], r["weighting"]) for r in rows] == [
+        ("eps", "plain"), ("x0", "plain"), ("xprev", "plain"), ("eps", "minsnr")]
+    assert (out / "estimates.png").exists()
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -209,6 +282,9 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     (["--ema", "1.5"], "--ema"),
     (["--sweep-steps", "5,x"], "sweep-steps"),
     (["--target", "noise"], "invalid choice"),
+    (["--channels", "12"], "multiple of 8"),
+    (["--channels", "4"], "at least 8"),
+    (["--compare-targets", "x1"], "compare-targets"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
 ])
 def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
@@ -219,7 +295,7 @@ def test_bad_data_and_checkpoints(capsys, tmp_path):
     one_line_error(ddpm.main, ["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)], capsys, "not found")
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
     one_line_error(ddpm.main, ["--data", str(tmp_path / "corrupt.npz"), "--out", str(tmp_path)], capsys, "readable")
-    np.savez(tmp_path / "shape.npz", x=np.zeros((50, 32, 32), np.uint8), y=np.zeros(50, np.int64))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((120, 32, 32), np.uint8), y=np.zeros(120, np.int64))
     one_line_error(ddpm.main, ["--data", str(tmp_path / "shape.npz"), "--out", str(tmp_path)], capsys, "(N, 28, 28)")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     one_line_error(ddpm.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)], capsys, "checkpoint")

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error
 
 cfg_mod = importlib.import_module("04_cfg")
 FAST = settings(max_examples=15, deadline=None)
@@ -29,12 +29,15 @@ class Recorder(torch.nn.Module):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = cfg_mod.CondUNet(8).eval()
+    m = cfg_mod.UNet(8).eval()
     with torch.no_grad():  # a non-zero output layer, so conditional and unconditional predictions differ
         for p in m.out.parameters():
             p.normal_(0, 0.1)
         m.label_emb.weight.normal_(0, 1)
     return m
+
+
+SCHED = cfg_mod.make_schedule("cosine", 1000)
 
 
 @FAST
@@ -44,23 +47,25 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional(model, seed, t, d
     x = torch.randn(3, 1, 28, 28, generator=gen)
     tt = torch.full((3,), t)
     labels = torch.full((3,), digit)
+
+    def eps_at(s):  # the guided noise estimate, unclipped
+        return cfg_mod.denoise(model, x, t, labels, s, SCHED, "eps", clip=False)[0]
     with torch.no_grad():
         eps_c = model(x, tt, labels)
         eps_u = model(x, tt, torch.full_like(labels, cfg_mod.NULL))
-        s = 0.5 + seed % 7  # some other scale, through the doubled batch
-        assert torch.allclose(cfg_mod.guided_eps(model, x, tt, labels, 1.0), eps_c)
-        assert torch.allclose(cfg_mod.guided_eps(model, x, tt, labels, 0.0), eps_u)
-        assert torch.allclose(cfg_mod.guided_eps(model, x, tt, labels, s), eps_u + s * (eps_c - eps_u), atol=1e-5)
-        # (1 + w) eps_c - w eps_u is the same thing with s = 1 + w
-        w = s - 1
-        assert torch.allclose(cfg_mod.guided_eps(model, x, tt, labels, s), (1 + w) * eps_c - w * eps_u, atol=1e-5)
-    assert not torch.allclose(eps_c, eps_u), "the label must change the prediction for this test to mean anything"
+    s = 0.5 + seed % 7  # some other scale, through the doubled batch
+    assert torch.allclose(eps_at(1.0), eps_c)
+    assert torch.allclose(eps_at(0.0), eps_u)
+    assert torch.allclose(eps_at(s), eps_u + s * (eps_c - eps_u), atol=1e-5)
+    w = s - 1  # (1 + w) eps_c - w eps_u is the same thing with s = 1 + w
+    assert torch.allclose(eps_at(s), (1 + w) * eps_c - w * eps_u, atol=1e-5)
+    assert not torch.allclose(eps_c, eps_u), "the label must change the prediction"
 
 
-def test_guided_prediction_is_one_batched_call(model):
+def test_guided_prediction_is_one_call_on_a_doubled_batch(model):
     rec = Recorder(model)
     labels = torch.tensor([3, 7])
-    cfg_mod.guided_eps(rec, torch.randn(2, 1, 28, 28), torch.tensor([5, 5]), labels, 3.0)
+    cfg_mod.denoise(rec, torch.randn(2, 1, 28, 28), 5, labels, 3.0, SCHED, "eps")
     assert len(rec.calls) == 1
     assert rec.calls[0].tolist() == [3, 7, cfg_mod.NULL, cfg_mod.NULL]
 
@@ -72,11 +77,12 @@ def test_null_token_used_exactly_where_labels_were_dropped():
     assert torch.equal(dropped[kept], labels[kept]), "kept labels are unchanged"
     assert set(dropped[~kept].tolist()) == {cfg_mod.NULL}
     # and the training loss feeds exactly these labels to the network
-    rec = Recorder(cfg_mod.CondUNet(8))
+    rec = Recorder(cfg_mod.UNet(8))
     gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     x0 = torch.zeros(16, 1, 28, 28)
     y = torch.arange(16) % 10
-    cfg_mod.diffusion_loss(rec, x0, y, cfg_mod.make_schedule(100), 0.5, gen_a)
+    cfg_mod.diffusion_loss(rec, x0, y, cfg_mod.make_schedule("cosine", 100), "eps", "plain", 0.5,
+                           gen_a)
     torch.randint(1, 101, (16,), generator=gen_b)         # the loss draws t first,
     torch.randn(x0.shape, generator=gen_b)                # then the noise,
     expected = cfg_mod.drop_labels(y, 0.5, gen_b)         # then the drop
@@ -92,8 +98,22 @@ def test_drop_rate_matches_p_uncond(p, seed):
     assert abs(rate - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-9
 
 
+def test_training_hands_the_null_label_to_the_model_at_the_dropout_rate(data, monkeypatch):
+    seen = []
+    real = cfg_mod.UNet.forward
+
+    def spy(self, x, t, label):
+        seen.append(label.clone())
+        return real(self, x, t, label)
+    monkeypatch.setattr(cfg_mod.UNet, "forward", spy)
+    cfg_mod.train(cfg_mod.Config(steps=4, batch_size=100, channels=8, p_uncond=0.3), data,
+                  torch.device("cpu"), cfg_mod.make_schedule("cosine", 100))
+    rate = (torch.cat(seen) == cfg_mod.NULL).float().mean().item()
+    assert abs(rate - 0.3) < 5 * math.sqrt(0.3 * 0.7 / 400)
+
+
 def test_null_token_is_a_learned_embedding_row():
-    m = cfg_mod.CondUNet(8)
+    m = cfg_mod.UNet(8)
     assert m.label_emb.num_embeddings == 11 and m.label_emb.weight.requires_grad
     assert m.label_emb.weight[cfg_mod.NULL].abs().sum() > 0, "not a zero vector"
 
@@ -110,18 +130,19 @@ def test_balanced_labels():
     assert set(cfg_mod.balanced_labels(7, 4).tolist()) == {4}
 
 
-TINY = ["--steps", "2", "--batch-size", "8", "--samples", "20", "--channels", "8", "--sample-steps", "2",
-        "--guidance", "0,1,3", "--default-guidance", "3"]
+TINY = ["--steps", "2", "--batch-size", "8", "--samples", "40", "--channels", "8",
+        "--sample-steps", "2", "--guidance", "0,1", "--default-guidance", "3"]
 
 
 def test_main_writes_the_contract_and_loads_back(tmp_path):
     out = tmp_path / "run"
     cfg_mod.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 20, labelled=True)
+    m = check_outputs(out, 40, labelled=True)
     assert [r["guidance"] for r in m["sweep"]] == [0.0, 1.0, 3.0]
     assert "label_accuracy" in m and (out / "guidance_grid.png").exists()
+    assert check_gif(out / "generation.gif") >= 2
     with np.load(out / "samples.npz") as f:
-        assert np.bincount(f["y"], minlength=10).tolist() == [2] * 10
+        assert np.bincount(f["y"], minlength=10).tolist() == [4] * 10
     again = tmp_path / "again"
     cfg_mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--sample-steps", "2", "--guidance", "2",
                   "--default-guidance", "2", "--digit", "7", "--out", str(again)])
@@ -143,7 +164,7 @@ def test_bad_inputs_are_one_line(argv, says, capsys, tmp_path):
 
 
 def test_bad_data_and_checkpoint(capsys, tmp_path):
-    np.savez(tmp_path / "labels.npz", x=np.zeros((50, 28, 28), np.uint8), y=np.full(50, 12))
+    np.savez(tmp_path / "labels.npz", x=np.zeros((120, 28, 28), np.uint8), y=np.full(120, 12))
     one_line_error(cfg_mod.main, ["--data", str(tmp_path / "labels.npz"), "--out", str(tmp_path)], capsys, "0-9")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     one_line_error(cfg_mod.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)], capsys, "checkpoint")

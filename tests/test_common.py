@@ -55,7 +55,7 @@ def test_bundled_split_is_fixed_whatever_the_run_seed(data):
 
 
 def test_bundled_split_is_disjoint_and_covers_the_file(data):
-    x, y = common.load_npz(common.BUNDLED_DATA)
+    x, y = common.load_npz(common.bundled_data_path())
     tr, he = common.split_indices(y)
     assert len(np.intersect1d(tr, he)) == 0
     assert np.array_equal(np.sort(np.concatenate([tr, he])), np.arange(len(y)))
@@ -78,18 +78,18 @@ def test_split_indices_stratified_disjoint_complete(labels, frac):
 
 
 # %% Data: a user's .npz, and every kind of bad input
-def _digits(n=50):
-    x, y = common.load_npz(common.BUNDLED_DATA)
+def _digits(n=120):
+    x, y = common.load_npz(common.bundled_data_path())
     return x[:n].copy(), y[:n].astype(np.uint8)
 
 
 def test_user_npz_loads_and_splits(tmp_path):
-    x, y = _digits(50)
+    x, y = _digits(120)
     path = tmp_path / "mine.npz"
     np.savez(path, x=x, y=y)
     d = common.load_data(str(path))
     assert d.name == "mine"
-    assert len(d.x_train) + len(d.x_held) == 50 and len(d.x_held) > 0
+    assert len(d.x_train) + len(d.x_held) == 120 and len(d.x_held) > 0
     assert d.y_train.dtype == torch.int64 and d.x_train.shape[1:] == (1, 28, 28)
     # Every image comes back exactly once, split by the same seeded rule as the bundled set.
     tr, he = common.split_indices(y.astype(np.int64))
@@ -98,17 +98,17 @@ def test_user_npz_loads_and_splits(tmp_path):
 
 
 def _bad_inputs():
-    x, y = _digits(50)
+    x, y = _digits(120)
     return {
         "wrong shape": (dict(x=x[:, :, :27], y=y), "shape"),
-        "flat images": (dict(x=x.reshape(50, -1), y=y), "shape"),
+        "flat images": (dict(x=x.reshape(120, -1), y=y), "shape"),
         "wrong dtype": (dict(x=x.astype(np.float32), y=y), "uint8"),
-        "label too big": (dict(x=x, y=np.where(np.arange(50) == 3, 10, y)), "0-9"),
-        "negative label": (dict(x=x, y=np.where(np.arange(50) == 3, -1, y.astype(np.int64))), "0-9"),
+        "label too big": (dict(x=x, y=np.where(np.arange(120) == 3, 10, y)), "0-9"),
+        "negative label": (dict(x=x, y=np.where(np.arange(120) == 3, -1, y.astype(np.int64))), "0-9"),
         "float labels": (dict(x=x, y=y.astype(np.float32)), "integer"),
         "missing y": (dict(x=x), "missing"),
         "missing x": (dict(y=y), "missing"),
-        "too few images": (dict(x=x[:10], y=y[:10]), "at least"),
+        "too few images": (dict(x=x[:20], y=y[:20]), "at least 100"),
         "length mismatch": (dict(x=x, y=y[:40]), "'y'"),
         "2-d labels": (dict(x=x, y=y[:, None]), "'y'"),
     }
@@ -145,8 +145,8 @@ def mirror():
     full length but sends half and hangs up, /gone/ answers 404, /chunk/ drops a chunked reply."""
     rng = np.random.default_rng(0)
     arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": np.arange(30, dtype=np.uint8) % 10,
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (80, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": np.arange(80, dtype=np.uint8) % 10,
         "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte.gz": (np.arange(20, dtype=np.uint8) * 3) % 10,
     }
@@ -224,14 +224,14 @@ def test_load_data_mnist_uses_cache_dir_and_mirrors(mirror, tmp_path, monkeypatc
     monkeypatch.setattr(common, "MNIST_MIRRORS", [mirror["url"]("good")])
     monkeypatch.setattr(common, "MNIST_FILES", mirror["files"])
     d = common.load_data("mnist")
-    assert len(d.x_train) == 30 and len(d.x_held) == 20
+    assert len(d.x_train) == 80 and len(d.x_held) == 20
     assert (tmp_path / "mnist" / NAME).is_file()
 
 
 def test_cache_dir_moves_with_environment_variable(tmp_path):
     env = dict(os.environ, GENCOURSE_CACHE=str(tmp_path / "elsewhere"))
     out = subprocess.run([sys.executable, "-c", "import common; print(common.CACHE_DIR)"],
-                         cwd=common.REPO, env=env, capture_output=True, text=True, check=True)
+                         cwd=common.HERE, env=env, capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == tmp_path / "elsewhere"
 
 
@@ -420,14 +420,80 @@ def test_run_main_exit_codes(capsys):
     assert e.value.code == 130
 
 
-def test_parse_list_and_out_dir(tmp_path):
+def test_parse_list():
     assert common.parse_list("1,4,16") == [1, 4, 16]
     assert common.parse_list("0.5, 1", float) == [0.5, 1.0]
     for bad in ("1,x", ","):
         with pytest.raises(common.UserError):
-            common.parse_list(bad, flag="widths")
-    out = common.out_dir(Config(out=str(tmp_path / "a" / "b")), "07_x.py")
-    assert out.is_dir() and out == tmp_path / "a" / "b"
+            common.parse_list(bad, flag_name="widths")
+
+
+def test_seed_beyond_32_bits_and_a_wrong_multiple_are_one_line(capsys):
+    one_line_error(lambda a: common.parse_config(Config, a), ["--seed", str(2**32)], capsys, "at most")
+    Wide = dataclasses.make_dataclass("Wide", [("width", int, common.flag(16, "GroupNorm needs it",
+                                                                          multiple_of=8))])
+    assert common.parse_config(Wide, ["--width", "24"]).width == 24
+    one_line_error(lambda a: common.parse_config(Wide, a), ["--width", "12"], capsys, "multiple of 8")
+
+
+# %% The run folder: complete files or none
+def _run(out, files: dict, fail: BaseException | None = None):
+    with common.run_folder(Config(out=str(out)), "09_x.py") as staging:
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        if fail is not None:
+            raise fail
+
+
+def test_a_finished_run_moves_its_files_in_and_drops_the_last_runs_leftovers(tmp_path):
+    out = tmp_path / "a" / "b"
+    _run(out, {"metrics.json": "1", "sweep.png": "old"})
+    assert (out / "metrics.json").read_text() == "1" and (out / "sweep.png").exists()
+    (out / "notes.txt").write_text("mine")  # not written by a run: never touched
+    _run(out, {"metrics.json": "2"})
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "metrics.json", "notes.txt"]
+    assert (out / "metrics.json").read_text() == "2"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".files"]
+
+
+@pytest.mark.parametrize("fail", [common.UserError("diverged"), KeyboardInterrupt(), OSError(28, "full")])
+def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path, fail):
+    out = tmp_path / "run"
+    _run(out, {"metrics.json": "1", "model.pt": "old"})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(type(fail)):
+        _run(out, {"metrics.json": "2", "model.pt": "half"}, fail)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (out / ".lock").write_text(str(other.pid))
+        with pytest.raises(common.UserError, match=f"process {other.pid}"):
+            _run(out, {"metrics.json": "1"})
+    finally:
+        other.kill()
+        other.wait()
+    (out / ".unfinished-x").mkdir()  # what a killed run leaves behind
+    _run(out, {"metrics.json": "1"})
+    assert sorted(p.name for p in out.iterdir()) == [".files", "metrics.json"]
+
+
+def test_out_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    one_line_error(lambda a: _run(tmp_path / "f", {}), [], capsys, "is a file")
+    one_line_error(lambda a: _run(tmp_path / "f" / "below", {}), [], capsys, "cannot write")
+
+
+def test_a_failed_write_is_one_line(capsys, tmp_path):
+    def full(argv):
+        raise OSError(28, "No space left on device", str(tmp_path / "model.pt"))
+    err = one_line_error(full, [], capsys, "no space left")
+    assert "model.pt" in err
 
 
 def test_batches_shapes_and_too_large_batch():
@@ -568,11 +634,55 @@ def test_judge_separates_noise_and_collapse_from_digits(judge, data):
         judge.evaluate(data.x_held[:1])
 
 
-def test_judge_loads_from_cache_without_training(judge, data, capsys):
+def test_judge_loads_from_cache_without_training(judge, data, capsys, monkeypatch):
+    monkeypatch.setattr(common.Judge, "_loaded", {})  # forget the judge this process holds
     again = common.Judge.load(data)
     assert "training" not in capsys.readouterr().out
     for a, b in zip(judge.net.state_dict().values(), again.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.fixture
+def quick_judge(monkeypatch, tmp_path):
+    """A user's 120 digits and a judge trained for a few steps only, in a cache of its own."""
+    monkeypatch.setattr(common, "JUDGE_STEPS", 3)
+    monkeypatch.setattr(common.Judge, "_loaded", {})
+    x, y = _digits(120)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    return common.load_data(str(tmp_path / "mine.npz"))
+
+
+def test_the_judge_is_trained_on_the_runs_own_data(quick_judge, data, tmp_path):
+    cache = tmp_path / "cache"
+    judge = common.Judge.load(quick_judge, cache_dir=cache)
+    assert [p.name for p in cache.iterdir()] == [f"judge-v{common.JUDGE_VERSION}-"
+                                                 f"{common.fingerprint(quick_judge)}.pt"]
+    assert common.fingerprint(quick_judge) != common.fingerprint(data)
+    assert judge.floor(1000)[1] == len(quick_judge.x_held)  # the floor uses the user's held-out set
+
+
+def test_a_damaged_cache_is_trained_again(quick_judge, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = cache / f"judge-v{common.JUDGE_VERSION}-{common.fingerprint(quick_judge)}.pt"
+    path.write_bytes(b"half a file")
+    common.Judge.load(quick_judge, cache_dir=cache)
+    assert "damaged" in capsys.readouterr().out
+    assert torch.load(path, weights_only=True)["state"]
+
+
+def test_an_unwritable_cache_costs_only_the_caching(quick_judge, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    judge = common.Judge.load(quick_judge, cache_dir=tmp_path / "file" / "cache")
+    assert "going on without it" in capsys.readouterr().out
+    assert judge.evaluate(quick_judge.x_held)["n"] == len(quick_judge.x_held)
+
+
+def test_missing_bundled_data_names_the_file_to_copy(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "HERE", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(lambda argv: common.load_data("mnist5k"), [], capsys, "data/mnist_5k.npz")
+    assert "--data" in err
 
 
 # %% Files: grids, samples, metrics, checkpoints, progress
@@ -580,7 +690,7 @@ def test_save_grid_writes_a_readable_png(tmp_path):
     import matplotlib.image
 
     x = torch.rand(10, 1, 28, 28) * 1.4 - 0.2  # out-of-range values are clipped, not an error
-    for i, (imgs, kw) in enumerate([(x, {}), (x[:, 0].numpy(), dict(nrow=5, titles=list("0123456789"), title="t"))]):
+    for i, (imgs, kw) in enumerate([(x, {}), (x[:, 0].numpy(), dict(nrow=5, title="t"))]):
         path = common.save_grid(tmp_path / f"g{i}.png", imgs, **kw)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         img = matplotlib.image.imread(path)
@@ -599,15 +709,36 @@ def test_save_samples_round_trip(tmp_path):
         assert "y" not in f.files
 
 
-def test_save_metrics_and_summary(tmp_path, capsys):
-    metrics = {"train_seconds": np.float32(1.5), "fd": 3.25, "n": 64, "class_counts": [1, 2], "note": "ok",
-               "loss": torch.tensor(0.5)}
+def test_save_metrics_is_strict_json_and_summary(tmp_path, capsys):
+    metrics = {"train_seconds": np.float32(1.5), "fd": 3.25, "n": 64, "class_counts": [1, 2],
+               "note": "ok", "loss": torch.tensor(0.5), "bpp": float("nan"), "rows": [{"x": np.inf}]}
     path = common.save_metrics(tmp_path, metrics)
-    back = json.loads(path.read_text())
-    assert back == {"train_seconds": 1.5, "fd": 3.25, "n": 64, "class_counts": [1, 2], "note": "ok", "loss": 0.5}
+    back = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert back == {"train_seconds": 1.5, "fd": 3.25, "n": 64, "class_counts": [1, 2],
+                    "note": "ok", "loss": 0.5, "bpp": None, "rows": [{"x": None}]}
     common.print_summary(back, ["train_seconds", "n", "fd"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == ["--- summary ---", "train_seconds: 1.5", "n: 64", "fd: 3.25"]
+
+
+def test_nan_samples_are_never_saved_or_judged(tmp_path, judge):
+    x = torch.rand(4, 1, 28, 28)
+    x[2, 0, 3, 3] = float("nan")
+    for call in (lambda: common.save_samples(tmp_path, x), lambda: judge.evaluate(x)):
+        with pytest.raises(common.UserError, match="NaN"):
+            call()
+    assert not (tmp_path / "samples.npz").exists()
+
+
+def test_save_animation_writes_a_gif_pillow_can_play(tmp_path):
+    from PIL import Image
+
+    frames = [torch.rand(6, 28, 28) for _ in range(5)]
+    path = common.save_animation(tmp_path / "g.gif", frames, [f"step {i}" for i in range(5)], 3,
+                                 row_labels=["a", "b"])
+    with Image.open(path) as im:
+        assert im.format == "GIF" and im.n_frames >= 5
+        assert im.info.get("loop") == 0
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -656,3 +787,11 @@ def test_progress_prints_a_line(capsys, monkeypatch):
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert eager.elapsed() >= 0
     assert common.format_seconds(75) == "1m15s" and common.format_seconds(9.4) == "9s"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 2 * common.DIVERGED])
+def test_progress_stops_a_diverged_run_naming_the_step(value, capsys):
+    p = common.Progress(total=10, every_s=3600)
+    p.update(1, loss=0.5)
+    err = one_line_error(lambda argv: p.update(7, loss=value), [], capsys, "diverged at step 7")
+    assert "--lr" in err
