@@ -1,40 +1,47 @@
 #!/usr/bin/env bash
-# Regenerate every number and figure in README.md, one run after another.
-# Run from anywhere: bash scripts/reproduce.sh      (README's 'Regenerating' section says how long it takes)
-# Each run writes runs/<name>/metrics.json; README's numbers are read from those,
-# and every step's wall-clock time is appended to runs/reproduce_times.txt.
+# Regenerate every number and picture README shows, one run after another:
+#     bash scripts/reproduce.sh
+# Each step is a chapter's default run or a run behind one row of README's claims
+# table. Its wall time goes into runs/reproduce.jsonl; at the end its metrics.json
+# goes into docs/results.json, and README's tables, docs/results.md and the
+# pictures in docs/ are rendered from that file. The timed runs must run alone:
+# two jobs on two cores slow each other down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p runs
-times=runs/reproduce_times.txt
-: > "$times"
-t0=$SECONDS
-step() {
-    echo "== $*"
-    local start=$SECONDS
+mkdir -p runs docs
+: > runs/reproduce.jsonl
+
+step() {  # step NAME OUT COMMAND...: run it, then record its wall time
+    local name=$1 out=$2
+    shift 2
+    echo "== $name: $*"
+    local start=$EPOCHREALTIME
     "$@"
-    echo "$(( SECONDS - start )) s  $*" | tee -a "$times"
+    python scripts/results.py record "$name" "$out" "$start" "$EPOCHREALTIME" -- "$@"
 }
 
-# The chapters' default runs: README's course map, one row each. These are the
-# timed runs, so they run alone: two jobs on two cores would slow each other.
-step python 01_autoregressive_pixels.py              # row 01; claims: blur, argmax, one evaluation per pixel
-step python 02_patch_autoregression.py               # row 02; claims: k pixels per step, scattered vs contiguous (N=500 sweep)
-step python 03_ddpm.py                               # row 03; claims: noise, scale-down, quality
-step python 03_ddpm.py --load runs/03_ddpm/model.pt --out runs/03_sweep --samples 500 --sweep-steps 5,10,25,50,100
-                                                     # claim: diffusion at 5..100 evaluations (headline figure, N=500 like 02)
-step python 04_cfg.py                                # row 04; claim: guidance follows the label
-step python 05_gan.py --samples 1000                 # row 05; claim: the discriminator's accuracy
-step python 06_vae.py --samples 1000                 # row 06; claim: AE against VAE latent space
-step python 07_causal_transformer.py --compare runs/01_autoregressive_pixels/metrics.json
-                                                     # row 07 (trained for 01's training time); claim: every step at once
+python scripts/results.py reference   # the machine's speed before the runs...
 
-# Claim "predict the noise, not the clean image": row 03's default run again
-# with only --target changed (equal budget), then both models sampled without
-# clipping the clean-image estimate, which shows where eps loses (03, section 4).
-step python 03_ddpm.py --target x0 --out runs/03_x0
-step python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip --out runs/03_noclip
-step python 03_ddpm.py --load runs/03_x0/model.pt --no-clip --out runs/03_x0_noclip
+# The chapters' default runs: README's chapter table.
+step 01 runs/01_autoregressive_pixels python 01_autoregressive_pixels.py
+step 02 runs/02_patch_autoregression python 02_patch_autoregression.py
+step 03 runs/03_ddpm python 03_ddpm.py
+step 04 runs/04_cfg python 04_cfg.py
+step 05 runs/05_gan python 05_gan.py --samples 1000
+step 06 runs/06_vae python 06_vae.py --samples 1000
+step 07 runs/07_causal_transformer python 07_causal_transformer.py
+step 08 runs/08_latent_diffusion python 08_latent_diffusion.py
 
-step python scripts/headline_figure.py               # docs/headline.png and the sample grids in docs/
-echo "all done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s" | tee -a "$times"
+# The runs behind the claims table.
+step 03_sweep runs/03_sweep python 03_ddpm.py --load runs/03_ddpm/model.pt \
+    --samples 500 --sweep-steps 5,10,25,50,100 --no-gif --out runs/03_sweep
+step 03_targets runs/03_targets python 03_ddpm.py --steps 1200 \
+    --compare-targets x0,v,xprev,eps+minsnr --no-gif --out runs/03_targets
+step 03_noclip runs/03_noclip python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip \
+    --no-gif --out runs/03_noclip
+step 07_compare runs/07_compare python 07_causal_transformer.py --no-gif \
+    --compare runs/01_autoregressive_pixels/metrics.json --out runs/07_compare
+
+python scripts/results.py reference   # ...and after them
+python scripts/results.py collect     # runs/ -> docs/results.json and the pictures in docs/
+python scripts/results.py render      # docs/results.json -> README.md, docs/results.md
