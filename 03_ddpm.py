@@ -1,31 +1,29 @@
 """03_ddpm.py: from removing pixels to adding noise, a diffusion model (DDPM) on a laptop CPU.
 
 Chapters 01 and 02 generated a digit by removing information (pixels) and
-training a network to put it back, a few pixels per step, and the more spread
-out the removed pixels, the better each step went. Adding a little Gaussian
-noise to *every* pixel is the most spread-out removal there is. A diffusion
-model (DDPM, Ho et al. 2020) trains one network to undo the noise at any noise
+training a network to put it back, a few pixels per step: the more spread out
+the removed pixels, the better each step went. Adding a little Gaussian noise
+to *every* pixel is the most spread-out removal there is. A diffusion model
+(DDPM, Ho et al. 2020) trains one network to undo the noise at any noise
 level; generating is then: start from pure noise, and denoise step by step.
 Three choices make it work, each in its own section:
 
 1. scale the image down before adding noise, so that repeated noising ends at
    the same place, N(0, I), whatever the image (section 1);
 2. decide what the network predicts: the slightly less noisy image, the clean
-   image, or the noise that was added (section 4, where the talk's argument
-   for the noise meets the maths and a measurement);
+   image, or the noise (section 4: the talk's argument, the maths, a measurement);
 3. sample with fewer, larger steps (DDIM) once the network is trained (section 6).
 
-Before: 02_patch_autoregression.py (several pixels per step).
-After: 04_cfg.py (steering the denoiser with a label).
+Before: 02_patch_autoregression.py. After: 04_cfg.py (steering it with a label).
 
 Run:  python 03_ddpm.py                    (train, sample 1,000 digits, judge them)
       python 03_ddpm.py --load runs/03_ddpm/model.pt --sweep-steps 5,10,25,50,100
-      python 03_ddpm.py --compare-targets x0,v,xprev   (every target at one budget)
       python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip    (why eps needs clipping)
+      python scripts/compare_targets.py      (every target of section 4 at one budget)
 
-Writes samples.png, samples.npz, metrics.json, model.pt, generation.gif (noise
-turning into digits, beside the network's running guess of the clean image),
-noising.png and forward_process.png into runs/03_ddpm/.
+Writes samples.png, samples.npz, metrics.json, model.pt, generation.gif (noise turning
+into digits beside the network's running guess of the clean image), noising.png and
+forward_process.png into runs/03_ddpm/.
 """
 from __future__ import annotations
 
@@ -69,8 +67,6 @@ class Config(common.BaseConfig):
     clip: bool = common.flag(True, "clip each step's clean-image estimate to [-1, 1] "
                              "(section 6); --no-clip shows why eps needs it")
     sweep_steps: str = common.flag("", "e.g. 5,10,25,50,100: FD against DDIM step count")
-    compare_targets: str = common.flag("", "e.g. x0,v,xprev,eps+minsnr: train each at this "
-                                       "run's budget and compare them with the run's model")
     gif: bool = common.flag(True, "write generation.gif (--no-gif skips it)")
 
 
@@ -145,10 +141,11 @@ def posterior_coefficients(sched: dict, t: torch.Tensor) -> tuple[torch.Tensor, 
     return c0.float(), ct.float()
 
 
-def posterior(x0: torch.Tensor, xt: torch.Tensor, t: int, sched: dict) -> tuple[torch.Tensor, float]:
+def posterior(x0: torch.Tensor, xt: torch.Tensor, t: int, sched: dict):
     """q(x_{t-1} | x_t, x_0) = N(mean, var): where one step back lies, if x_0 were known.
 
-    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) * x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) * x_t
+    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) * x_0
+           + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) * x_t
     var  = beta_t (1 - abar_{t-1}) / (1 - abar_t)
     """
     a, ab, ab_prev, b = (sched[k][i].item() for k, i in
@@ -206,7 +203,7 @@ class UNet(nn.Module):
         self.pool2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)  # -> (B,2C,7,7)
         self.down3 = ResBlock(2 * c, 4 * c, t_dim)                     # -> (B,4C,7,7)
         self.mid = ResBlock(4 * c, 4 * c, t_dim)
-        self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # skip: (B,8C,7,7) -> (B,2C,7,7)
+        self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # (B,8C,7,7) -> (B,2C,7,7)
         self.up2 = ResBlock(4 * c, c, t_dim)                           # (B,4C,14,14) -> (B,C,14,14)
         self.up1 = ResBlock(2 * c, c, t_dim)                           # (B,2C,28,28) -> (B,C,28,28)
         self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
@@ -436,29 +433,20 @@ def generate(model, cfg: Config, n: int, sched: dict, device, sample_steps: int 
     return torch.cat(out)
 
 
-# %% 7. Reporting: the noising figures, the step sweep, the target comparison, the GIF
+# %% 7. Reporting: the noising pictures, the step sweep, the animation
 def to_pixels(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) / 2)[:, 0]  # model space (B,1,28,28) -> (B,28,28) in [0, 1]
 
 
-def save_noising_figures(out, data: common.Data, sched: dict, seed: int) -> dict:
+def save_noising_pictures(out, data: common.Data, sched: dict, seed: int) -> dict:
+    """noising.png (section 1's two rules) and forward_process.png (one digit at several t)."""
     demo = noising_demo(to_model_space(data.x_train[:64]), gen=torch.Generator().manual_seed(seed))
-    plt = common.pyplot()
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3))
     ts = [r["t"] for r in demo["rows"]]
-    ax[0].plot(ts, [r["plain_std"] for r in demo["rows"]], "o-", label="x + sqrt(beta) eps")
-    ax[0].plot(ts, [r["scaled_std"] for r in demo["rows"]], "o-",
-               label="sqrt(1-beta) x + sqrt(beta) eps")
-    ax[0].set(xscale="log", xlabel="noising steps", ylabel="std of pixel values",
-              title="repeated noising")
-    ax[0].legend(fontsize=7)
-    ax[1].plot(range(sched["T"] + 1), sched["abar"].numpy(), label="abar_t (signal kept)")
-    ax[1].set(xlabel="t", title="schedule")
-    ax[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "noising.png", dpi=100)
-    plt.close(fig)
-    ts = [0] + [sched["T"] * k // 8 for k in (1, 2, 4, 6, 8)]  # one digit at several t
+    common.save_curves(out / "noising.png", [
+        ("x + sqrt(beta) eps", ts, [r["plain_std"] for r in demo["rows"]]),
+        ("sqrt(1 - beta) x + sqrt(beta) eps", ts, [r["scaled_std"] for r in demo["rows"]])],
+        "noising steps (beta = 0.02)", "spread (std) of pixel values")
+    ts = [0] + [sched["T"] * k // 8 for k in (1, 2, 4, 6, 8)]
     eps = torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     x0 = to_model_space(data.x_train[:1])
     frames = torch.cat([to_pixels(q_sample(x0, torch.tensor([t]), eps, sched)) for t in ts])
@@ -466,54 +454,23 @@ def save_noising_figures(out, data: common.Data, sched: dict, seed: int) -> dict
     return demo
 
 
-def run_sweep(model, cfg: Config, sched, device, judge, steps: list[int]) -> list[dict]:
-    """FD against the number of DDIM steps, from the same model."""
+def run_sweep(model, cfg: Config, sched, device, judge, steps: list[int], out) -> list[dict]:
+    """FD against the number of DDIM steps, from the same model (sweep.png)."""
     rows = []
     for s in steps:
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         r = judge.evaluate(generate(model, dataclasses.replace(cfg, sampler="ddim"), cfg.samples,
                                     sched, device, sample_steps=s))
         rows.append({"evaluations": len(ddim_timesteps(cfg.timesteps, s)),
-                     "seconds": time.perf_counter() - t0,
+                     "seconds": time.perf_counter() - start,
                      **{k: r[k] for k in ("n", "fd", "fd_floor", "fd_floor_n", "fd_ratio",
                                           "confidence", "coverage")}})
-        print(f"sweep: {rows[-1]['evaluations']} evaluations per image: " + common.describe(r))
-    return rows
-
-
-def parse_variants(text: str) -> list[tuple[str, str]]:
-    """'x0,eps+minsnr' -> [('x0', 'plain'), ('eps', 'minsnr')]."""
-    variants = []
-    for item in common.parse_list(text, str, "compare-targets"):
-        target, _, weighting = item.partition("+")
-        if target not in TARGETS or weighting not in ("", "minsnr"):
-            raise common.UserError(f"--compare-targets: '{item}' is not a target ({', '.join(TARGETS)})"
-                                   " optionally followed by +minsnr")
-        variants.append((target, weighting or "plain"))
-    return variants
-
-
-def compare_targets(cfg: Config, model, result: dict, data, device, sched, judge, out) -> list:
-    """Train each listed target at this run's budget; judge it; draw the x0 estimates."""
-    rows = [{"target": cfg.target, "weighting": cfg.weighting,
-             **{k: result[k] for k in ("fd", "fd_ratio", "confidence", "coverage", "n")}}]
-    pictures, shown = [], [0, 4, 8, 12, 16, 20, len(ddim_timesteps(cfg.timesteps, cfg.sample_steps)) - 1]
-    for target, weighting in [(cfg.target, cfg.weighting)] + parse_variants(cfg.compare_targets):
-        run = dataclasses.replace(cfg, target=target, weighting=weighting)
-        if (target, weighting) != (cfg.target, cfg.weighting):
-            model, _, _ = train(run, data, device, sched)
-            r = judge.evaluate(generate(model, run, cfg.samples, sched, device))
-            rows.append({"target": target, "weighting": weighting,
-                         **{k: r[k] for k in ("fd", "fd_ratio", "confidence", "coverage", "n")}})
-            print(f"target {target} ({weighting}): " + common.describe(r))
-        trace = []
-        generate(model, run, 3, sched, device, trace=trace)
-        shown = [i for i in shown if i < len(trace)]
-        for j in range(3):
-            pictures.append((f"{target} ({weighting})\nsample {j + 1}",
-                             torch.stack([to_pixels(trace[i][2][j:j + 1])[0] for i in shown])))
-    common.save_rows(out / "estimates.png", pictures, [f"t={trace[i][0]}" for i in shown],
-                     "the network's clean-image estimate x0_hat along DDIM sampling")
+        print(f"{rows[-1]['evaluations']} evaluations per image: " + common.describe(r))
+    if rows:
+        common.save_curves(out / "sweep.png", [("DDIM", [r["evaluations"] for r in rows],
+                                                [r["fd"] for r in rows])],
+                           "network evaluations per image", f"FD (N={cfg.samples})",
+                           rows[0]["fd_floor"])
     return rows
 
 
@@ -530,51 +487,47 @@ SUMMARY = ["train_seconds", "sample_seconds", "evaluations_per_image", "paramete
            "fd_floor", "fd_ratio", "score", "confidence", "coverage", "memorised"]
 
 
+def load_or_train(cfg: Config, data, device, out) -> tuple[nn.Module, dict, float]:
+    """The model (a checkpoint's, or trained now), its schedule, and its training seconds."""
+    ckpt = common.load_checkpoint(cfg.load, SCRIPT) if cfg.load else None
+    if ckpt:  # these define the model: the checkpoint's, whatever the flags say
+        for key in ("schedule", "timesteps", "target", "weighting", "channels"):
+            setattr(cfg, key, ckpt["config"][key])
+    sched = make_schedule(cfg.schedule, cfg.timesteps)
+    if not ckpt:
+        model, seconds, _ = train(cfg, data, device, sched)
+        common.save_checkpoint(out / "model.pt", SCRIPT, cfg, model.state_dict(),
+                               {"train_seconds": seconds})
+        return model, sched, seconds
+    model = UNet(cfg.channels).to(device, memory_format=torch.channels_last).eval()
+    common.load_state(model, ckpt["state"], cfg.load)
+    common.copy_checkpoint(cfg.load, out)
+    return model, sched, ckpt["extra"]["train_seconds"]
+
+
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
     sweep = common.parse_list(cfg.sweep_steps, int, "sweep-steps") if cfg.sweep_steps else []
     if any(s < 1 for s in sweep):
         raise common.UserError("--sweep-steps must be positive integers")
-    variants = parse_variants(cfg.compare_targets) if cfg.compare_targets else []
     with common.run_folder(cfg, __file__) as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.Judge.load(data)
-        ckpt = common.load_checkpoint(cfg.load, SCRIPT) if cfg.load else None
-        if ckpt:  # these define the model: the checkpoint's, whatever the flags say
-            for key in ("schedule", "timesteps", "target", "channels", "weighting"):
-                setattr(cfg, key, ckpt["config"].get(key, getattr(cfg, key)))
-        sched = make_schedule(cfg.schedule, cfg.timesteps)
-        demo = save_noising_figures(out, data, sched, cfg.seed)
-        if ckpt:
-            model = UNet(cfg.channels).to(device, memory_format=torch.channels_last).eval()
-            common.load_state(model, ckpt["state"], cfg.load)
-            train_seconds, final_loss = ckpt["extra"].get("train_seconds", 0.0), None
-            common.copy_checkpoint(cfg.load, out)
-        else:
-            model, train_seconds, final_loss = train(cfg, data, device, sched)
-            common.save_checkpoint(out / "model.pt", SCRIPT, cfg, model.state_dict(),
-                                   {"train_seconds": train_seconds})
+        model, sched, train_seconds = load_or_train(cfg, data, device, out)
+        demo = save_noising_pictures(out, data, sched, cfg.seed)
         start, trace = time.perf_counter(), []
         x = generate(model, cfg, cfg.samples, sched, device, trace=trace)
         sample_seconds = time.perf_counter() - start
         result = judge.evaluate(x)
         print(common.describe(result))
+        evaluations = cfg.timesteps if cfg.sampler == "ddpm" else len(trace)
         metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds,
-                   "evaluations_per_image": cfg.timesteps if cfg.sampler == "ddpm" else len(
-                       ddim_timesteps(cfg.timesteps, cfg.sample_steps)),
-                   "parameters": sum(p.numel() for p in model.parameters()),
-                   "final_loss": final_loss, "device": str(device), **result,
-                   "config": dataclasses.asdict(cfg), "noising_demo": demo,
-                   "sweep": run_sweep(model, cfg, sched, device, judge, sweep)}
-        if sweep:
-            common.save_curves(out / "sweep.png", [("DDIM", [r["evaluations"] for r in
-                               metrics["sweep"]], [r["fd"] for r in metrics["sweep"]])],
-                               "network evaluations per image", f"FD (N={cfg.samples})",
-                               metrics["sweep"][0]["fd_floor"])
-        if variants:
-            metrics["targets"] = compare_targets(cfg, model, result, data, device, sched, judge, out)
+                   "evaluations_per_image": evaluations, "device": str(device),
+                   "parameters": sum(p.numel() for p in model.parameters()), **result,
+                   "sweep": run_sweep(model, cfg, sched, device, judge, sweep, out),
+                   "noising_demo": demo, "config": dataclasses.asdict(cfg)}
         common.save_grid(out / "samples.png", x[:100], nrow=10, title=f"{SCRIPT}: {cfg.target}")
         common.save_samples(out, x)
         if cfg.gif and trace:

@@ -166,7 +166,7 @@ class UNet(nn.Module):
         self.pool2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)  # -> (B,2C,7,7)
         self.down3 = ResBlock(2 * c, 4 * c, t_dim)                     # -> (B,4C,7,7)
         self.mid = ResBlock(4 * c, 4 * c, t_dim)
-        self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # skip: (B,8C,7,7) -> (B,2C,7,7)
+        self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # (B,8C,7,7) -> (B,2C,7,7)
         self.up2 = ResBlock(4 * c, c, t_dim)                           # (B,4C,14,14) -> (B,C,14,14)
         self.up1 = ResBlock(2 * c, c, t_dim)                           # (B,2C,28,28) -> (B,C,28,28)
         self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
@@ -481,7 +481,7 @@ def main(argv=None):  # new in 04: the guidance sweep instead of 03's sweeps
         real = within_class_diversity(data.x_held[:cfg.samples, 0], data.y_held[:cfg.samples])
         metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds,
                    "guidance": cfg.default_guidance, "device": str(device), **result,
-                   "evaluations_per_image": 2 * len(ddim_timesteps(cfg.timesteps, cfg.sample_steps)),
+                   "evaluations_per_image": len(trace) * (1 if cfg.default_guidance in (0, 1) else 2),
                    "real_diversity": real, "sweep": rows, "config": dataclasses.asdict(cfg)}
         common.save_grid(out / "samples.png", x[:100], nrow=10,
                          title=f"{SCRIPT}: s={cfg.default_guidance:g}")

@@ -656,9 +656,9 @@ def save_rows(path, rows: list, col_titles: list[str] | None = None,
     """One labelled row of images per (label, images (n, [1,] H, W)) pair, as one PNG."""
     plt = pyplot()
     ncol = max(len(imgs) for _, imgs in rows)
-    labelled = any(label for label, _ in rows)
+    longest = max(max(len(part) for part in label.split("\n")) for label, _ in rows)
     fig, axes = plt.subplots(len(rows), 1, squeeze=False,
-                             figsize=(ncol * 0.6 + (1.6 if labelled else 0.2),
+                             figsize=(ncol * 0.6 + 0.2 + 0.07 * longest,
                                       len(rows) * 0.62 + (0.35 if title or col_titles else 0.1)))
     for r, (ax, (label, imgs)) in enumerate(zip(axes[:, 0], rows)):
         canvas = tile(imgs, ncol)
@@ -712,7 +712,8 @@ def save_animation(path, frames: list, captions: list[str], ncol: int,
     plt = pyplot()
     canvases = [tile(f, ncol) for f in frames]
     h, w = canvases[0].shape
-    margin = 0.55 if row_labels else 0.05  # inches for the row labels on the left
+    # inches for the row labels on the left: about 0.06 per character at this font size
+    margin = 0.1 + 0.06 * max((len(label) for label in row_labels or []), default=0)
     fig = plt.figure(figsize=(w / 50 + margin, h / 50 + 0.3), dpi=100)  # 2 pixels per pixel
     ax = fig.add_axes((margin / (w / 50 + margin), 0, 1 - margin / (w / 50 + margin),
                        (h / 50) / (h / 50 + 0.3)))

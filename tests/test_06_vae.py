@@ -1,16 +1,16 @@
-"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, shapes, determinism, the contract."""
+"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, the walk, the contract."""
 import importlib
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import common
-from helpers import check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error
 
 vae = importlib.import_module("06_vae")
 
@@ -20,12 +20,14 @@ def small_model(seed=0, latent_dim=3, hidden=16):
     return vae.EncoderDecoder(latent_dim, hidden)
 
 
-@settings(max_examples=20, deadline=None)
+# --- the ELBO's parts ---------------------------------------------------------------------------
+@settings(max_examples=10, deadline=None)
 @given(mu=st.floats(-3, 3), log_sigma=st.floats(-2, 1.5))
 def test_kl_closed_form_matches_monte_carlo(mu, log_sigma):
     # KL(q || p) = E_q[log q(z) - log p(z)], estimated from many draws of z ~ q.
     sigma = math.exp(log_sigma)
-    mu_t, logvar_t = torch.tensor([[mu]], dtype=torch.float64), torch.tensor([[2 * log_sigma]], dtype=torch.float64)
+    mu_t = torch.tensor([[mu]], dtype=torch.float64)
+    logvar_t = torch.tensor([[2 * log_sigma]], dtype=torch.float64)
     closed = vae.kl_to_standard_normal(mu_t, logvar_t).item()
     gen = torch.Generator().manual_seed(0)
     z = mu + sigma * torch.randn(200_000, generator=gen, dtype=torch.float64)
@@ -33,6 +35,41 @@ def test_kl_closed_form_matches_monte_carlo(mu, log_sigma):
     terms = q.log_prob(z) - p.log_prob(z)
     estimate, stderr = terms.mean().item(), terms.std().item() / math.sqrt(len(z))
     assert abs(closed - estimate) <= 5 * stderr + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), spread=st.floats(0.01, 5.0))
+def test_kl_is_never_negative_and_zero_only_at_the_prior(seed, spread):
+    gen = torch.Generator().manual_seed(seed)
+    mu = spread * torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    logvar = spread * torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    assert (vae.kl_to_standard_normal(mu, logvar) > 0).all()
+    zero = torch.zeros(2, 4, dtype=torch.float64)
+    assert torch.equal(vae.kl_to_standard_normal(zero, zero), torch.zeros(2, dtype=torch.float64))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_vae_loss_is_mean_reconstruction_cost_plus_kl(seed):
+    # -ELBO = mean over images of ( -log p(x|z) + KL ), with z = mu + sigma * eps for a fixed
+    # eps, every part computed here by hand from its formula. A KL subtracted instead of
+    # added (the bound's sign flipped) would be a loss that rewards codes far from the prior.
+    model = small_model(seed % 7, latent_dim=4)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(5, 1, 28, 28, generator=gen)
+    with torch.no_grad():  # push the codes away from the prior: a KL worth many nats
+        model.encoder.net[-1].bias.add_(2 * torch.randn(8, generator=gen))
+    eps = torch.randn(5, 4, generator=gen)
+    loss, parts = vae.vae_loss(model, x, eps)
+    mu, logvar = model.encoder(x)
+    logits = model.decoder(mu + (0.5 * logvar).exp() * eps)
+    log_px = (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).flatten(1).sum(1)
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+                                           torch.distributions.Normal(0.0, 1.0)).sum(1)
+    assert kl.mean() > 1.0
+    assert loss.item() == pytest.approx((kl - log_px).mean().item(), rel=1e-4)
+    assert parts["kl"] == pytest.approx(kl.mean().item(), rel=1e-4)
+    assert parts["rec"] == pytest.approx(-log_px.mean().item(), rel=1e-4)
 
 
 @settings(max_examples=10, deadline=None)
@@ -44,7 +81,7 @@ def test_reparameterised_sample_has_right_mean_and_variance_and_passes_gradients
     logvar_t = torch.full((n, 1), 2 * log_sigma, dtype=torch.float64, requires_grad=True)
     eps = torch.randn(n, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     z = vae.reparameterise(mu_t, logvar_t, eps)
-    # mean within 5 standard errors; variance within 5 standard errors of a Gaussian's sample variance
+    # mean within 5 standard errors; variance within 5 standard errors of a sample variance
     assert abs(z.mean().item() - mu) <= 5 * sigma / math.sqrt(n)
     assert abs(z.var().item() - sigma ** 2) <= 5 * sigma ** 2 * math.sqrt(2 / (n - 1))
     # the whole point of the trick: z is a differentiable function of mu and log sigma^2
@@ -81,37 +118,21 @@ def test_bernoulli_log_likelihood_matches_formula():
 
 def test_loss_is_mean_over_batch_of_per_image_sum():
     # Duplicating the batch must not change the loss (mean over images), and it
-    # must be in nats per image (sum over pixels): about 784 * log 2 for an untrained decoder.
+    # must be in nats per image (sum over pixels): 784 * log 2 for a decoder with logits 0.
     model = small_model()
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.zero_()  # logits 0: p = 1/2 everywhere
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
     loss1, parts = vae.ae_loss(model, x)
     loss2, _ = vae.ae_loss(model, torch.cat([x, x]))
     assert torch.allclose(loss1, loss2)
     assert parts["rec"] == pytest.approx(784 * math.log(2), rel=1e-5)
 
 
-def test_shapes():
-    model = small_model(latent_dim=5)
-    x = torch.rand(7, 1, 28, 28)
-    mu, logvar = model.encoder(x)
-    assert mu.shape == logvar.shape == (7, 5)
-    assert model.decoder(mu).shape == (7, 1, 28, 28)
-    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), torch.device("cpu"), chunk=4)
-    assert imgs.shape == (11, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
-    line = vae.interpolate(model, x[0], x[1], 6, torch.device("cpu"))
-    assert line.shape == (6, 1, 28, 28)
-    assert torch.allclose(line[0], model.decode_mean(mu[:1])[0], atol=1e-6)
-    assert torch.allclose(line[-1], model.decode_mean(mu[1:2])[0], atol=1e-6)
-
-
 def test_autoencoder_loss_ignores_log_variance():
     model = small_model()
-    x = torch.rand(4, 1, 28, 28)
-    loss, _ = vae.ae_loss(model, x)
+    loss, _ = vae.ae_loss(model, torch.rand(4, 1, 28, 28))
     loss.backward()
     last = model.encoder.net[-1]
     d = model.latent_dim
@@ -119,11 +140,46 @@ def test_autoencoder_loss_ignores_log_variance():
     assert last.weight.grad[:d].abs().sum() > 0
 
 
+# --- shapes, the walk, training ----------------------------------------------------------------
+def test_shapes():
+    model = small_model(latent_dim=5)
+    x = torch.rand(7, 1, 28, 28)
+    mu, logvar = model.encoder(x)
+    assert mu.shape == logvar.shape == (7, 5)
+    assert model.decoder(mu).shape == (7, 1, 28, 28)
+    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), torch.device("cpu"),
+                            chunk=4)
+    assert imgs.shape == (11, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
+    line = vae.interpolate(model, x[0], x[1], 6, torch.device("cpu"))
+    assert line.shape == (6, 1, 28, 28)
+    assert torch.allclose(line[0], model.decode_mean(mu[:1])[0], atol=1e-6)
+    assert torch.allclose(line[-1], model.decode_mean(mu[1:2])[0], atol=1e-6)
+
+
+def test_prior_loop_is_closed_smooth_and_distributed_as_the_prior():
+    frames = 12
+    z = vae.prior_loop(20_000, frames, 3, torch.Generator().manual_seed(0))  # (F, W, d)
+    assert z.shape == (frames, 20_000, 3)
+    # every frame is a draw from N(0, I): mean 0 and variance 1 within 5 standard errors
+    n = z.shape[1]
+    assert z.mean(1).abs().max() < 5 / math.sqrt(n)
+    assert (z.var(1) - 1).abs().max() < 5 * math.sqrt(2 / n)
+    # closed and smooth: the step from the last frame back to the first is an ordinary step
+    steps = (z[1:] - z[:-1]).norm(dim=2)  # (F-1, W)
+    back = (z[0] - z[-1]).norm(dim=1)
+    assert back.mean() == pytest.approx(steps.mean().item(), rel=0.05)
+    small = vae.EncoderDecoder(3, 16)
+    pictures = vae.decode_path(small, z[:, :4], torch.device("cpu"))
+    assert pictures.shape == (frames, 4, 28, 28)
+    assert torch.allclose(pictures[5, 2], small.decode_mean(z[5, 2:3])[0, 0])
+
+
 def test_training_is_seeded_and_deterministic(data):
     def run(seed):
         gen = common.seed_everything(seed)
         a, b = small_model(seed), small_model(seed + 1)
-        vae.train({"vae": (a, vae.vae_loss), "ae": (b, vae.ae_loss)}, data, 3, 16, 1e-3, gen, torch.device("cpu"))
+        vae.train({"vae": (a, vae.vae_loss), "ae": (b, vae.ae_loss)}, data, 3, 16, 1e-3, gen,
+                  torch.device("cpu"))
         return torch.cat([p.flatten() for p in list(a.parameters()) + list(b.parameters())])
 
     first, again, other = run(0), run(0), run(1)
@@ -131,48 +187,63 @@ def test_training_is_seeded_and_deterministic(data):
     assert not torch.equal(first, other)
 
 
-def test_main_writes_the_contract_and_loads(tmp_path, judge):
+# --- the contract and bad inputs -----------------------------------------------------------------
+TINY = ["--steps", "3", "--map-steps", "2", "--samples", "24", "--hidden", "32",
+        "--batch-size", "16"]
+
+
+def test_main_writes_the_contract_and_loads_back(tmp_path):
     out = tmp_path / "run"
-    argv = ["--steps", "3", "--map-steps", "2", "--samples", "24", "--hidden", "32", "--batch-size", "16", "--out", str(out)]
-    vae.main(argv)
+    vae.main(TINY + ["--out", str(out)])
     m = check_outputs(out, 24)
-    for key in ("neg_elbo_held", "ae_fd", "ae_rec_nats_held", "neg_elbo_held_2d"):
-        assert key in m and math.isfinite(m[key])
-    assert m["neg_elbo_held"] > 0
+    for key in ("neg_elbo_held", "rec_nats_held", "kl_nats_held", "ae_fd", "ae_fd_ratio",
+                "ae_confidence", "ae_rec_nats_held", "neg_elbo_held_2d"):
+        assert key in m and math.isfinite(m[key]), key
+    assert m["neg_elbo_held"] == pytest.approx(m["rec_nats_held"] + m["kl_nats_held"])
+    assert m["kl_nats_held"] >= 0 and m["config"]["hidden"] == 32
     for fig in ("vae_vs_ae.png", "interpolation.png", "latent_map.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    assert check_gif(out / "generation.gif") >= 2
     first = np.load(out / "samples.npz")["x"]
+    model_bytes = (out / "model.pt").read_bytes()
 
-    again = tmp_path / "again"
-    vae.main(["--load", str(out / "model.pt"), "--samples", "24", "--out", str(again)])
-    m2 = check_outputs(again, 24)
-    assert m2["train_seconds"] == 0.0
-    # Loading gives back the same model: same seed, same samples, same held-out ELBO.
-    assert np.array_equal(np.load(again / "samples.npz")["x"], first)
+    # Loading into the same folder: the checkpoint stays byte for byte, the model samples
+    # what the trained one did, and the training time it recorded survives.
+    vae.main(["--load", str(out / "model.pt"), "--samples", "24", "--out", str(out), "--no-gif"])
+    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert not (out / "generation.gif").exists()
+    m2 = check_outputs(out, 24)
+    assert np.array_equal(np.load(out / "samples.npz")["x"], first)
+    assert m2["train_seconds"] == m["train_seconds"]
     assert m2["neg_elbo_held"] == pytest.approx(m["neg_elbo_held"])
-    assert json.loads((again / "metrics.json").read_text())["ae_fd"] == pytest.approx(m["ae_fd"])
+    assert m2["ae_fd"] == pytest.approx(m["ae_fd"])
+    assert m2["config"]["hidden"] == 32, "the checkpoint's sizes, not the flags' defaults"
 
 
-def test_map_can_be_skipped(tmp_path, judge):
+def test_map_can_be_skipped(tmp_path):
     out = tmp_path / "nomap"
-    vae.main(["--steps", "2", "--map-steps", "0", "--samples", "8", "--hidden", "16", "--out", str(out)])
+    vae.main(["--steps", "2", "--map-steps", "0", "--samples", "8", "--hidden", "16",
+              "--no-gif", "--out", str(out)])
     m = check_outputs(out, 8)
     assert "neg_elbo_held_2d" not in m and not (out / "latent_map.png").exists()
+    assert "vae2d" not in torch.load(out / "model.pt", weights_only=True)["state"]
 
 
-def test_bad_inputs(tmp_path, capsys, judge):
+def test_bad_inputs(tmp_path, capsys):
     one_line_error(vae.main, ["--latent-dim", "0"], capsys, "--latent-dim")
     one_line_error(vae.main, ["--lr", "nan"], capsys, "--lr")
     one_line_error(vae.main, ["--samples", "1", "--out", str(tmp_path)], capsys, "--samples")
-    one_line_error(vae.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)], capsys, "not found")
+    one_line_error(vae.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
+                   capsys, "not found")
     foreign = tmp_path / "foreign.pt"
     common.save_checkpoint(foreign, "05_gan", vae.Config(), {})
     one_line_error(vae.main, ["--load", str(foreign), "--out", str(tmp_path)], capsys, "05_gan")
-    one_line_error(vae.main, ["--batch-size", "5000", "--steps", "1", "--out", str(tmp_path)], capsys, "batch-size")
-    # A checkpoint of this script but other sizes: one line, not a traceback.
-    small = tmp_path / "small"
-    vae.main(["--steps", "1", "--map-steps", "0", "--samples", "4", "--hidden", "16", "--out", str(small)])
-    ckpt = torch.load(small / "model.pt", weights_only=True)
-    ckpt["config"]["hidden"] = 24
-    torch.save(ckpt, tmp_path / "resized.pt")
-    one_line_error(vae.main, ["--load", str(tmp_path / "resized.pt"), "--out", str(tmp_path)], capsys, "does not match")
+    one_line_error(vae.main, ["--batch-size", "5000", "--steps", "1", "--out", str(tmp_path)],
+                   capsys, "batch-size")
+    # A checkpoint of this script but of other sizes than it says: one line, not a traceback.
+    cfg = vae.Config(hidden=16, map_steps=0)
+    model, autoencoder, _ = vae.build(cfg, torch.device("cpu"))
+    common.save_checkpoint(tmp_path / "resized.pt", "06_vae", vae.Config(hidden=24, map_steps=0),
+                           {"vae": model.state_dict(), "ae": autoencoder.state_dict()})
+    one_line_error(vae.main, ["--load", str(tmp_path / "resized.pt"), "--out", str(tmp_path)],
+                   capsys, "does not match")
