@@ -173,13 +173,17 @@ def bundled_data_path() -> Path:
 def check_arrays(x, y, where: str, minimum: int = MIN_IMAGES) -> None:
     """Validate a digit set: x uint8 (N, 28, 28), y integer labels 0-9 of length N >= minimum."""
     if not isinstance(x, np.ndarray) or x.ndim != 3 or tuple(x.shape[1:]) != (SIDE, SIDE):
-        raise UserError(f"{where}: 'x' must have shape (N, 28, 28), got {getattr(x, 'shape', None)}")
+        raise UserError(
+            f"{where}: 'x' must have shape (N, 28, 28), got {getattr(x, 'shape', None)}"
+        )
     if x.dtype != np.uint8:
         raise UserError(f"{where}: 'x' must be uint8 (0-255), got {x.dtype}")
     if len(x) < minimum:
         raise UserError(f"{where}: need at least {minimum} images, got {len(x)}")
     if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(x):
-        raise UserError(f"{where}: 'y' must have shape ({len(x)},), got {getattr(y, 'shape', None)}")
+        raise UserError(
+            f"{where}: 'y' must have shape ({len(x)},), got {getattr(y, 'shape', None)}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"{where}: 'y' must hold integer labels, got {y.dtype}")
     if y.min() < 0 or y.max() > 9:
@@ -235,11 +239,15 @@ def make_data(name: str, x: np.ndarray, y: np.ndarray, held_fraction: float = 0.
 
 
 # Full MNIST: the four IDX files with the sha256 of each, and mirrors tried in order.
-MNIST_FILES = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+MNIST_FILES = {  # file name: sha256
+    "train-images-idx3-ubyte.gz":
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz":
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz":
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz":
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 MNIST_MIRRORS = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -285,7 +293,9 @@ def download_file(name: str, sha256: str, folder: Path, mirrors: list[str],
                 raise OSError(f"transfer cut short ({copied} of {expected} bytes)")
             got = sha256_of(Path(tmp))
             if got != sha256:
-                raise OSError(f"checksum mismatch (sha256 {got[:12]}..., expected {sha256[:12]}...)")
+                raise OSError(
+                    f"checksum mismatch (sha256 {got[:12]}..., expected {sha256[:12]}...)"
+                )
             os.replace(tmp, target)
             return target
         except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
@@ -743,10 +753,16 @@ class JudgeNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B,1,28,28) -> (B,32,14,14)
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # -> (B,64,7,7)
-            nn.Flatten(), nn.Dropout(0.3),
-            nn.Linear(64 * 7 * 7, self.FEATURES), nn.ReLU(),              # -> (B,128): FD's features
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B,1,28,28) -> (B,32,14,14)
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # -> (B,64,7,7)
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, self.FEATURES),
+            nn.ReLU(),  # -> (B,128): FD's features
         )
         self.head = nn.Linear(self.FEATURES, 10)
 

@@ -5,7 +5,9 @@ from pathlib import Path
 # The judge is trained once per cache folder (about 20 s on two cores). Tests use a
 # folder inside the repository's ignored runs/ so they never touch the user's cache,
 # and so a second local run reuses it; CI starts from a clean clone and trains it once.
-os.environ.setdefault("GENCOURSE_CACHE", str(Path(__file__).resolve().parent.parent / "runs" / ".test-cache"))
+os.environ.setdefault(
+    "GENCOURSE_CACHE", str(Path(__file__).resolve().parent.parent / "runs" / ".test-cache")
+)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402

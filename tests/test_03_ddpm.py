@@ -1,4 +1,6 @@
-"""Tests for 03_ddpm.py: the schedule, the forward process, the posterior, both samplers, the contract."""
+"""Tests for 03_ddpm.py: the schedule, the forward process, the posterior, both samplers,
+the contract."""
+
 import importlib
 import math
 import sys
@@ -41,12 +43,15 @@ def test_unknown_schedule_is_a_user_error():
 @FAST
 @given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(1, 60), x0=st.floats(-1, 1))
 def test_closed_form_matches_iterated_noising(kind, t, x0):
-    """Iterating x <- sqrt(alpha) x + sqrt(beta) eps t times has the closed form's mean and variance."""
+    """Iterating x <- sqrt(alpha) x + sqrt(beta) eps t times has the closed form's mean and
+    variance."""
     s = ddpm.make_schedule(kind, 60)
     gen = torch.Generator().manual_seed(0)
     x = torch.full((20000,), x0, dtype=torch.float64)
     for k in range(1, t + 1):
-        x = s["alphas"][k].sqrt() * x + s["betas"][k].sqrt() * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        x = s["alphas"][k].sqrt() * x + s["betas"][k].sqrt() * torch.randn(
+            x.shape, generator=gen, dtype=torch.float64
+        )
     mean, var = s["abar"][t].sqrt() * x0, 1 - s["abar"][t]
     assert abs(x.mean() - mean) < 5 * math.sqrt(var / len(x)) + 1e-9
     assert abs(x.var() - var) < 6 * var * math.sqrt(2 / len(x)) + 1e-9
@@ -63,15 +68,24 @@ def test_q_sample_is_the_closed_form():
 
 
 @FAST
-@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(2, 100), x0=st.floats(-1, 1), xt=st.floats(-3, 3))
+@given(
+    kind=st.sampled_from(["linear", "cosine"]),
+    t=st.integers(2, 100),
+    x0=st.floats(-1, 1),
+    xt=st.floats(-3, 3),
+)
 def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
-    """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0, derived independently:
-    x_{t-1} ~ N(sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}), x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps."""
+    """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0, derived
+    independently: x_{t-1} ~ N(sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}),
+    x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps.
+    """
     s = ddpm.make_schedule(kind, 100)
     ab_prev, ab, a = s["abar"][t - 1].item(), s["abar"][t].item(), s["alphas"][t].item()
     m1, v1 = math.sqrt(ab_prev) * x0, 1 - ab_prev
     m2, v2, c12 = math.sqrt(ab) * x0, 1 - ab, math.sqrt(a) * (1 - ab_prev)
-    mean, var = ddpm.posterior(torch.tensor(x0, dtype=torch.float64), torch.tensor(xt, dtype=torch.float64), t, s)
+    mean, var = ddpm.posterior(
+        torch.tensor(x0, dtype=torch.float64), torch.tensor(xt, dtype=torch.float64), t, s
+    )
     assert mean.item() == pytest.approx(m1 + c12 / v2 * (xt - m2), abs=1e-9)
     assert var == pytest.approx(v1 - c12 ** 2 / v2, rel=1e-6, abs=1e-12)
 
@@ -79,7 +93,9 @@ def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
 def _noised(t: int, T: int = 1000, seed: int = 1):
     sched = ddpm.make_schedule("cosine", T)
     gen = torch.Generator().manual_seed(seed)
-    x0, eps = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1, torch.randn(2, 1, 28, 28, generator=gen)
+    x0, eps = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1, torch.randn(
+        2, 1, 28, 28, generator=gen
+    )
     tt = torch.full((2,), t)
     return sched, x0, eps, tt, ddpm.q_sample(x0, tt, eps, sched)
 
@@ -91,8 +107,12 @@ def test_each_target_converts_back_to_noise_and_image(target, t):
     goal = ddpm.training_target(x0, eps, xt, tt, sched, target)
     eps_hat, x0_hat = ddpm.predictions(goal, xt, tt, sched, target)
     ab = sched["abar"][t].item()
-    assert torch.allclose(x0_hat, x0, atol=2e-3 / math.sqrt(1 - ab) * (1 if target != "xprev" else 50))
-    assert torch.allclose(eps_hat, eps, atol=2e-3 / math.sqrt(ab) * (1 if target != "xprev" else 50))
+    assert torch.allclose(
+        x0_hat, x0, atol=2e-3 / math.sqrt(1 - ab) * (1 if target != "xprev" else 50)
+    )
+    assert torch.allclose(
+        eps_hat, eps, atol=2e-3 / math.sqrt(ab) * (1 if target != "xprev" else 50)
+    )
 
 
 @FAST
@@ -135,7 +155,8 @@ def test_timestep_embedding_pairs_sin_and_cos():
 
 # --- samplers ---------------------------------------------------------------------------------
 class PerfectDenoiser(torch.nn.Module):
-    """For a data set of one image x*, the true noise is known exactly: eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar)."""
+    """For a data set of one image x*, the true noise is known exactly:
+    eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar)."""
 
     def __init__(self, image, sched, target):
         super().__init__()
@@ -158,8 +179,17 @@ def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, cli
     if sampler == "ddpm":
         x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen, clip=clip)
     else:
-        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=1.0 if sampler == "ddim-stochastic" else 0.0,
-                             clip=clip)
+        x = ddpm.ddim_sample(
+            model,
+            3,
+            sched,
+            target,
+            10,
+            "cpu",
+            gen,
+            eta=1.0 if sampler == "ddim-stochastic" else 0.0,
+            clip=clip,
+        )
     assert torch.allclose(x, image.expand(3, -1, -1, -1), atol=1e-3)
 
 
@@ -172,11 +202,18 @@ def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
     image = ddpm.to_model_space(data.x_train[:1])
     perfect = PerfectDenoiser(image, sched, "eps")
     model = lambda x, tt: perfect(x, tt) + err  # noqa: E731  (the same error at every pixel)
-    xt = ddpm.q_sample(image, torch.tensor([t]), torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(t)), sched)
+    xt = ddpm.q_sample(
+        image,
+        torch.tensor([t]),
+        torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(t)),
+        sched,
+    )
     ab = sched["abar"][t].item()
     _, x0 = ddpm.denoise(model, xt, t, sched, "eps", clip=False)
     gain = math.sqrt((1 - ab) / ab)
-    assert torch.allclose(x0 - image, torch.full_like(image, -err * gain), rtol=1e-3, atol=1e-4 * max(1.0, gain))
+    assert torch.allclose(
+        x0 - image, torch.full_like(image, -err * gain), rtol=1e-3, atol=1e-4 * max(1.0, gain)
+    )
     eps_c, x0_c = ddpm.denoise(model, xt, t, sched, "eps", clip=True)
     assert x0_c.min() >= -1 and x0_c.max() <= 1
     assert torch.allclose(math.sqrt(ab) * x0_c + math.sqrt(1 - ab) * eps_c, xt, atol=1e-4)
@@ -211,7 +248,9 @@ def test_samples_shape_range_and_seed_determinism(sampler):
     cfg = ddpm.Config(sampler=sampler, sample_steps=3, seed=5)
     a = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
     b = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
-    c = ddpm.generate(model, ddpm.Config(sampler=sampler, sample_steps=3, seed=6), 4, sched, torch.device("cpu"))
+    c = ddpm.generate(
+        model, ddpm.Config(sampler=sampler, sample_steps=3, seed=6), 4, sched, torch.device("cpu")
+    )
     assert a.shape == (4, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -224,7 +263,9 @@ def test_unet_keeps_the_image_shape():
 
 
 def test_scaled_noising_settles_and_plain_noising_grows():
-    demo = ddpm.noising_demo(torch.rand(8, 1, 28, 28) * 2 - 1, steps=1000, gen=torch.Generator().manual_seed(0))
+    demo = ddpm.noising_demo(
+        torch.rand(8, 1, 28, 28) * 2 - 1, steps=1000, gen=torch.Generator().manual_seed(0)
+    )
     last = demo["rows"][-1]
     assert last["plain_std"] > 3          # sqrt(1 + 1000 * 0.02) ~ 4.6: no fixed end point
     assert abs(last["scaled_std"] - 1) < 0.05   # N(0, I) whatever the image
@@ -243,7 +284,18 @@ def test_short_training_is_finite_and_moves_the_weights(data, weighting):
 
 
 # --- the contract and bad inputs -----------------------------------------------------------------
-TINY = ["--steps", "2", "--batch-size", "8", "--samples", "12", "--channels", "8", "--sample-steps", "2"]
+TINY = [
+    "--steps",
+    "2",
+    "--batch-size",
+    "8",
+    "--samples",
+    "12",
+    "--channels",
+    "8",
+    "--sample-steps",
+    "2",
+]
 
 
 def test_main_writes_the_contract_and_loads_back(tmp_path):
@@ -295,11 +347,36 @@ def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
 
 
 def test_bad_data_and_checkpoints(capsys, tmp_path):
-    one_line_error(ddpm.main, ["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)], capsys, "not found")
+    one_line_error(
+        ddpm.main,
+        ["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)],
+        capsys,
+        "not found",
+    )
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
-    one_line_error(ddpm.main, ["--data", str(tmp_path / "corrupt.npz"), "--out", str(tmp_path)], capsys, "readable")
+    one_line_error(
+        ddpm.main,
+        ["--data", str(tmp_path / "corrupt.npz"), "--out", str(tmp_path)],
+        capsys,
+        "readable",
+    )
     np.savez(tmp_path / "shape.npz", x=np.zeros((120, 32, 32), np.uint8), y=np.zeros(120, np.int64))
-    one_line_error(ddpm.main, ["--data", str(tmp_path / "shape.npz"), "--out", str(tmp_path)], capsys, "(N, 28, 28)")
+    one_line_error(
+        ddpm.main,
+        ["--data", str(tmp_path / "shape.npz"), "--out", str(tmp_path)],
+        capsys,
+        "(N, 28, 28)",
+    )
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    one_line_error(ddpm.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)], capsys, "checkpoint")
-    one_line_error(ddpm.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)], capsys, "not found")
+    one_line_error(
+        ddpm.main,
+        ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
+        capsys,
+        "checkpoint",
+    )
+    one_line_error(
+        ddpm.main,
+        ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
+        capsys,
+        "not found",
+    )

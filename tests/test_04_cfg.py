@@ -30,7 +30,8 @@ class Recorder(torch.nn.Module):
 def model():
     torch.manual_seed(0)
     m = cfg_mod.UNet(8).eval()
-    with torch.no_grad():  # a non-zero output layer, so conditional and unconditional predictions differ
+    # a non-zero output layer, so conditional and unconditional predictions differ
+    with torch.no_grad():
         for p in m.out.parameters():
             p.normal_(0, 0.1)
         m.label_emb.weight.normal_(0, 1)
@@ -93,7 +94,9 @@ def test_null_token_used_exactly_where_labels_were_dropped():
 @given(p=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
 def test_drop_rate_matches_p_uncond(p, seed):
     n = 20_000
-    dropped = cfg_mod.drop_labels(torch.zeros(n, dtype=torch.long), p, torch.Generator().manual_seed(seed))
+    dropped = cfg_mod.drop_labels(
+        torch.zeros(n, dtype=torch.long), p, torch.Generator().manual_seed(seed)
+    )
     rate = (dropped == cfg_mod.NULL).float().mean().item()
     assert abs(rate - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-9
 
@@ -144,8 +147,24 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     with np.load(out / "samples.npz") as f:
         assert np.bincount(f["y"], minlength=10).tolist() == [4] * 10
     again = tmp_path / "again"
-    cfg_mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--sample-steps", "2", "--guidance", "2",
-                  "--default-guidance", "2", "--digit", "7", "--out", str(again)])
+    cfg_mod.main(
+        [
+            "--load",
+            str(out / "model.pt"),
+            "--samples",
+            "10",
+            "--sample-steps",
+            "2",
+            "--guidance",
+            "2",
+            "--default-guidance",
+            "2",
+            "--digit",
+            "7",
+            "--out",
+            str(again),
+        ]
+    )
     check_outputs(again, 10, labelled=True)
     with np.load(again / "samples.npz") as f:
         assert set(f["y"].tolist()) == {7}
@@ -165,6 +184,16 @@ def test_bad_inputs_are_one_line(argv, says, capsys, tmp_path):
 
 def test_bad_data_and_checkpoint(capsys, tmp_path):
     np.savez(tmp_path / "labels.npz", x=np.zeros((120, 28, 28), np.uint8), y=np.full(120, 12))
-    one_line_error(cfg_mod.main, ["--data", str(tmp_path / "labels.npz"), "--out", str(tmp_path)], capsys, "0-9")
+    one_line_error(
+        cfg_mod.main,
+        ["--data", str(tmp_path / "labels.npz"), "--out", str(tmp_path)],
+        capsys,
+        "0-9",
+    )
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    one_line_error(cfg_mod.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)], capsys, "checkpoint")
+    one_line_error(
+        cfg_mod.main,
+        ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
+        capsys,
+        "checkpoint",
+    )

@@ -104,7 +104,10 @@ def _bad_inputs():
         "flat images": (dict(x=x.reshape(120, -1), y=y), "shape"),
         "wrong dtype": (dict(x=x.astype(np.float32), y=y), "uint8"),
         "label too big": (dict(x=x, y=np.where(np.arange(120) == 3, 10, y)), "0-9"),
-        "negative label": (dict(x=x, y=np.where(np.arange(120) == 3, -1, y.astype(np.int64))), "0-9"),
+        "negative label": (
+            dict(x=x, y=np.where(np.arange(120) == 3, -1, y.astype(np.int64))),
+            "0-9",
+        ),
         "float labels": (dict(x=x, y=y.astype(np.float32)), "integer"),
         "missing y": (dict(x=x), "missing"),
         "missing x": (dict(y=y), "missing"),
@@ -129,7 +132,9 @@ def test_not_a_zip_missing_file_and_unknown_name(tmp_path, capsys):
     text = tmp_path / "notes.npz"
     text.write_text("these are not digits\n")
     one_line_error(lambda argv: common.load_data(str(text)), [], capsys, "not a readable")
-    one_line_error(lambda argv: common.load_data(str(tmp_path / "absent.npz")), [], capsys, "not found")
+    one_line_error(
+        lambda argv: common.load_data(str(tmp_path / "absent.npz")), [], capsys, "not found"
+    )
     one_line_error(lambda argv: common.load_data("fashion"), [], capsys, "mnist5k")
 
 
@@ -209,9 +214,15 @@ def test_download_accepts_good_file_and_load_mnist_parses_it(mirror, tmp_path):
     d = common.load_mnist(folder=tmp_path, mirrors=[mirror["url"]("good")], files=mirror["files"])
     a = mirror["arrays"]
     assert d.name == "mnist"
-    assert torch.equal(d.x_train, torch.from_numpy(a["train-images-idx3-ubyte.gz"] / 255).float().unsqueeze(1))
-    assert torch.equal(d.y_train, torch.from_numpy(a["train-labels-idx1-ubyte.gz"].astype(np.int64)))
-    assert torch.equal(d.x_held, torch.from_numpy(a["t10k-images-idx3-ubyte.gz"] / 255).float().unsqueeze(1))
+    assert torch.equal(
+        d.x_train, torch.from_numpy(a["train-images-idx3-ubyte.gz"] / 255).float().unsqueeze(1)
+    )
+    assert torch.equal(
+        d.y_train, torch.from_numpy(a["train-labels-idx1-ubyte.gz"].astype(np.int64))
+    )
+    assert torch.equal(
+        d.x_held, torch.from_numpy(a["t10k-images-idx3-ubyte.gz"] / 255).float().unsqueeze(1)
+    )
     assert torch.equal(d.y_held, torch.from_numpy(a["t10k-labels-idx1-ubyte.gz"].astype(np.int64)))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(mirror["files"])
     # Cached: a second load needs no network at all.
@@ -277,8 +288,14 @@ def test_wrong_cached_file_is_replaced(mirror, tmp_path):
 
 def test_unreachable_mirror_is_one_line_naming_mnist5k(mirror, tmp_path, capsys):
     folder = tmp_path / "mnist"
-    one_line_error(lambda argv: common.load_mnist(folder=folder, mirrors=[mirror["closed"]], files=mirror["files"]),
-                   [], capsys, "mnist5k")
+    one_line_error(
+        lambda argv: common.load_mnist(
+            folder=folder, mirrors=[mirror["closed"]], files=mirror["files"]
+        ),
+        [],
+        capsys,
+        "mnist5k",
+    )
     assert list(folder.iterdir()) == []
 
 
@@ -286,7 +303,9 @@ def test_read_idx_rejects_bad_files(tmp_path):
     wrong_magic = tmp_path / "a.gz"
     wrong_magic.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 0x0D, 1, 3) + b"\0" * 12))
     truncated = tmp_path / "b.gz"
-    truncated.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 0x08, 3, 2, 28, 28) + b"\0" * 784))
+    truncated.write_bytes(
+        gzip.compress(struct.pack(">HBBIII", 0, 0x08, 3, 2, 28, 28) + b"\0" * 784)
+    )
     for path, words in ((wrong_magic, "not an IDX"), (truncated, "truncated")):
         with pytest.raises(common.UserError, match=words):
             common.read_idx(path)
@@ -335,13 +354,20 @@ def test_autocast_bf16_on_cuda_only():
     with common.autocast(torch.device("cpu")):
         assert (x @ x).dtype == torch.float32
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constructing a CUDA autocast here warns that CUDA is absent
+        warnings.simplefilter(
+            "ignore"
+        )  # constructing a CUDA autocast here warns that CUDA is absent
         ctx = common.autocast(torch.device("cuda"))
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
 
 
 def _draws(gen):
-    return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(), torch.rand(3, generator=gen).tolist())
+    return (
+        random.random(),
+        np.random.rand(3).tolist(),
+        torch.rand(3).tolist(),
+        torch.rand(3, generator=gen).tolist(),
+    )
 
 
 @FAST
@@ -358,27 +384,70 @@ def test_seeding_repeats_every_generator(seed):
 @dataclasses.dataclass
 class Config(common.BaseConfig):
     steps: int = dataclasses.field(default=300, metadata={"help": "training steps", "min": 1})
-    lr: float = dataclasses.field(default=1e-3, metadata={"help": "learning rate", "min": 0.0, "max": 1.0})
+    lr: float = dataclasses.field(
+        default=1e-3, metadata={"help": "learning rate", "min": 0.0, "max": 1.0}
+    )
     use_ema: bool = dataclasses.field(default=True, metadata={"help": "keep an EMA of the weights"})
-    mode: str = dataclasses.field(default="a", metadata={"help": "which variant", "choices": ["a", "b"]})
+    mode: str = dataclasses.field(
+        default="a", metadata={"help": "which variant", "choices": ["a", "b"]}
+    )
 
 
 # Scripts written with `from __future__ import annotations` hand parse_config types as strings.
 StringConfig = dataclasses.make_dataclass(
-    "StringConfig", [("width", "int", dataclasses.field(default=8, metadata={"min": 1})),
-                     ("scale", "float", dataclasses.field(default=0.5)),
-                     ("fast", "bool", dataclasses.field(default=False))], bases=(common.BaseConfig,))
+    "StringConfig",
+    [
+        ("width", "int", dataclasses.field(default=8, metadata={"min": 1})),
+        ("scale", "float", dataclasses.field(default=0.5)),
+        ("fast", "bool", dataclasses.field(default=False)),
+    ],
+    bases=(common.BaseConfig,),
+)
 
 
 def test_defaults_and_dash_flags():
     assert common.parse_config(common.BaseConfig, []) == common.BaseConfig()
     cfg = common.parse_config(Config, [])
     assert cfg == Config() and cfg.steps == 300 and cfg.use_ema is True
-    cfg = common.parse_config(Config, ["--batch-size", "8", "--no-use-ema", "--mode", "b", "--lr", "0.5",
-                                       "--steps", "7", "--seed", "3", "--device", "cpu", "--data", "x.npz",
-                                       "--out", "o", "--load", "m.pt", "--samples", "9"])
-    assert (cfg.batch_size, cfg.use_ema, cfg.mode, cfg.lr, cfg.steps, cfg.seed, cfg.device, cfg.data,
-            cfg.out, cfg.load, cfg.samples) == (8, False, "b", 0.5, 7, 3, "cpu", "x.npz", "o", "m.pt", 9)
+    cfg = common.parse_config(
+        Config,
+        [
+            "--batch-size",
+            "8",
+            "--no-use-ema",
+            "--mode",
+            "b",
+            "--lr",
+            "0.5",
+            "--steps",
+            "7",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--data",
+            "x.npz",
+            "--out",
+            "o",
+            "--load",
+            "m.pt",
+            "--samples",
+            "9",
+        ],
+    )
+    assert (
+        cfg.batch_size,
+        cfg.use_ema,
+        cfg.mode,
+        cfg.lr,
+        cfg.steps,
+        cfg.seed,
+        cfg.device,
+        cfg.data,
+        cfg.out,
+        cfg.load,
+        cfg.samples,
+    ) == (8, False, "b", 0.5, 7, 3, "cpu", "x.npz", "o", "m.pt", 9)
     cfg = common.parse_config(StringConfig, ["--width", "16", "--scale", "2", "--fast"])
     assert (cfg.width, cfg.scale, cfg.fast) == (16, 2.0, True)
 
@@ -429,11 +498,15 @@ def test_parse_list():
 
 
 def test_seed_beyond_32_bits_and_a_wrong_multiple_are_one_line(capsys):
-    one_line_error(lambda a: common.parse_config(Config, a), ["--seed", str(2**32)], capsys, "at most")
+    one_line_error(
+        lambda a: common.parse_config(Config, a), ["--seed", str(2**32)], capsys, "at most"
+    )
     Wide = dataclasses.make_dataclass("Wide", [("width", int, common.flag(16, "GroupNorm needs it",
                                                                           multiple_of=8))])
     assert common.parse_config(Wide, ["--width", "24"]).width == 24
-    one_line_error(lambda a: common.parse_config(Wide, a), ["--width", "12"], capsys, "multiple of 8")
+    one_line_error(
+        lambda a: common.parse_config(Wide, a), ["--width", "12"], capsys, "multiple of 8"
+    )
 
 
 # %% The run folder: complete files or none
@@ -457,7 +530,9 @@ def test_a_finished_run_moves_its_files_in_and_drops_the_last_runs_leftovers(tmp
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".files"]
 
 
-@pytest.mark.parametrize("fail", [common.UserError("diverged"), KeyboardInterrupt(), OSError(28, "full")])
+@pytest.mark.parametrize(
+    "fail", [common.UserError("diverged"), KeyboardInterrupt(), OSError(28, "full")]
+)
 def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path, fail):
     out = tmp_path / "run"
     _run(out, {"metrics.json": "1", "model.pt": "old"})
@@ -553,7 +628,13 @@ def test_fd_of_one_dimensional_features():
 
 
 @FAST
-@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(0.01, 10), st.floats(0.01, 10)), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.floats(-5, 5), st.floats(0.01, 10), st.floats(0.01, 10)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_fd_matches_the_closed_form_for_independent_gaussians(dims):
     # For diagonal covariances FD = sum (m1 - m2)^2 + (s1 - s2)^2 over dimensions.
     dm, v1, v2 = (np.array(c) for c in zip(*dims))
@@ -586,7 +667,9 @@ def test_classifier_score_is_one_for_identical_predictions(seed, n):
 @given(st.integers(1, 30))
 def test_classifier_score_near_ten_for_confident_balanced_predictions(per_class):
     labels = np.repeat(np.arange(10), per_class)
-    sharp = [common.classifier_score(_softmax(np.eye(10)[labels] * t)) for t in (2.0, 5.0, 10.0, 30.0)]
+    sharp = [
+        common.classifier_score(_softmax(np.eye(10)[labels] * t)) for t in (2.0, 5.0, 10.0, 30.0)
+    ]
     assert sharp[-1] > 9.99
     assert all(b > a for a, b in zip(sharp, sharp[1:]))  # more confident, higher score
     # Confident but all one class is not a good generator: score 1.
@@ -613,7 +696,9 @@ def test_judge_on_held_out_real_digits(judge, data):
     assert "label_accuracy" not in r
     labelled = judge.evaluate(x, labels=y)
     assert labelled["label_accuracy"] >= 0.95
-    assert "label accuracy" in common.describe(labelled) and "label accuracy" not in common.describe(r)
+    assert "label accuracy" in common.describe(
+        labelled
+    ) and "label accuracy" not in common.describe(r)
     assert "N=500" in common.describe(r) and "floor" in common.describe(r)
 
 
@@ -710,8 +795,16 @@ def test_save_samples_round_trip(tmp_path):
 
 
 def test_save_metrics_is_strict_json_and_summary(tmp_path, capsys):
-    metrics = {"train_seconds": np.float32(1.5), "fd": 3.25, "n": 64, "class_counts": [1, 2],
-               "note": "ok", "loss": torch.tensor(0.5), "bpp": float("nan"), "rows": [{"x": np.inf}]}
+    metrics = {
+        "train_seconds": np.float32(1.5),
+        "fd": 3.25,
+        "n": 64,
+        "class_counts": [1, 2],
+        "note": "ok",
+        "loss": torch.tensor(0.5),
+        "bpp": float("nan"),
+        "rows": [{"x": np.inf}],
+    }
     path = common.save_metrics(tmp_path, metrics)
     back = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
     assert back == {"train_seconds": 1.5, "fd": 3.25, "n": 64, "class_counts": [1, 2],
@@ -744,7 +837,9 @@ def test_save_animation_writes_a_gif_pillow_can_play(tmp_path):
 def test_checkpoint_round_trip(tmp_path):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     cfg = Config(steps=5)
-    path = common.save_checkpoint(tmp_path / "model.pt", "09_test", cfg, model.state_dict(), {"loss": 0.25})
+    path = common.save_checkpoint(
+        tmp_path / "model.pt", "09_test", cfg, model.state_dict(), {"loss": 0.25}
+    )
     ckpt = common.load_checkpoint(path, "09_test")
     assert ckpt["config"] == dataclasses.asdict(cfg) and ckpt["extra"] == {"loss": 0.25}
     fresh = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -761,15 +856,24 @@ def test_bad_checkpoints_are_one_line(tmp_path, capsys):
     plain = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), plain)
     code = tmp_path / "code.pt"
-    torch.save({"state": {}, "config": {}, "script": "09_test", "obj": Config()}, code)  # a pickled class: refused
-    cases = [(tmp_path / "absent.pt", "not found"), (corrupt, "not a readable"), (plain, "not a checkpoint"),
-             (code, "not a readable"), (good, "09_test")]
+    torch.save(
+        {"state": {}, "config": {}, "script": "09_test", "obj": Config()}, code
+    )  # a pickled class: refused
+    cases = [
+        (tmp_path / "absent.pt", "not found"),
+        (corrupt, "not a readable"),
+        (plain, "not a checkpoint"),
+        (code, "not a readable"),
+        (good, "09_test"),
+    ]
     for path, words in cases:
         script = "10_other" if path == good else "09_test"
         one_line_error(lambda argv: common.load_checkpoint(path, script), [], capsys, words)
     state = common.load_checkpoint(good, "09_test")["state"]
     for other in (nn.Linear(3, 5), nn.Linear(4, 2), nn.Sequential(nn.Linear(3, 2))):
-        one_line_error(lambda argv: common.load_state(other, state, good), [], capsys, "does not match")
+        one_line_error(
+            lambda argv: common.load_state(other, state, good), [], capsys, "does not match"
+        )
 
 
 def test_progress_prints_a_line(capsys, monkeypatch):
