@@ -1,48 +1,41 @@
 """02_patch_autoregression.py: reveal k pixels per network evaluation, and measure what it costs.
 
-Chapter 01 drew a digit one pixel at a time: 784 network evaluations per image,
-each pixel drawn from p(x_i | the pixels before it). Here one network fills in
-k missing pixels per evaluation, each drawn from its own distribution given the
-same partial image, and *independently of the others drawn in that step*: the
-network cannot make the pixels of one step agree with each other. k=1 is
-chapter 01 again; k=784 draws every pixel at once from its marginal, around
-the average digit (chapter 01's blur). Two orders of revealing: contiguous
-patches (4x4 blocks in raster order at k=16; 2x2 at k=4, 7x7 at k=49, quarters
-at k=196) and scattered random sets of the same size. One network per order,
-trained on every k of the sweep, then a sweep of FD (the judge, same N at every
-point) against network evaluations per image, 784 / k.
+Chapter 01 drew a digit one pixel at a time, 784 network evaluations per image.
+Here a network fills in k missing pixels per evaluation, each drawn from its
+own distribution given the same partial image, independently of the others in
+that step. k=1 is chapter 01 again; k=784 draws every pixel at once from its
+marginal (01's blur, with noise). The talk's claim: fewer evaluations cost
+quality, and cost less when the pixels revealed together are scattered rather
+than a contiguous patch, because neighbouring pixels depend on each other. One
+network per order (patches in raster order, or random sets) is trained the same
+way (section 4), so k=1, exact auto-regression in either order, is the control;
+FD is measured against evaluations per image (784 / k), beside how strongly one
+step's pixels depend on each other in real digits (section 6).
 
-Run:  python 02_patch_autoregression.py          (writes runs/02_patch_autoregression/)
+Before: 01_autoregressive_pixels.py (one pixel per step).
+After: 03_ddpm.py (remove information by adding noise to every pixel at once).
+
+Run:  python 02_patch_autoregression.py                 (two trainings, then the sweep)
       python 02_patch_autoregression.py --ks 1,16,784 --samples 1000
+      python 02_patch_autoregression.py --load runs/02_patch_autoregression/model.pt
 
-The default run (two trainings of 3,000 steps, then 12 sweep points at N=500)
-took 4m29s on a 2-core CPU (training 171 s, sweep 92 s). Measured FD at N=500
-(floor 11.6 for real held-out digits):
-
-    k (evals)      1 (784)  4 (196)  16 (49)  49 (16)  196 (4)  784 (1)
-    scattered        169      179      184      231      458      789
-    contiguous       642      658      701      728      747      792
-
-Scattered k=16 (samples.npz): FD 184, confidence 0.81, all ten classes.
-Quality falls as k grows in both orders. The contiguous network is far worse
-already at k=1, where neither order draws two pixels together: that gap is its
-training (its loss sees only the next patch, k pixels per image), not the order.
-Also writes fd_vs_evaluations.png (the curve) and sweep_samples.png (rows of
-samples at k = 1, 16, 196, 784 for each order, and the blur).
+Writes samples.png and samples.npz (the --order, --k point of the sweep),
+metrics.json (FD and the dependence figures for every order and k), model.pt,
+fd_vs_evaluations.png, sweep_samples.png and generation.gif (both orders at
+--k, one frame per step) into runs/02_patch_autoregression/.
 """
 from __future__ import annotations
+
+import common  # first: from here on Ctrl-C prints one line, even while torch loads
 
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import common
 
 SCRIPT = "02_patch_autoregression"
 SIDE = 28
@@ -50,20 +43,25 @@ PIXELS = SIDE * SIDE  # 784
 ORDERS = ("contiguous", "scattered")
 
 
-# %% 0. Flags
+# %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    steps: int = dataclasses.field(default=3000, metadata={"help": "training steps per order (two networks are trained)", "min": 1})
-    batch_size: int = dataclasses.field(default=64, metadata={"help": "images per training step", "min": 1})
-    samples: int = dataclasses.field(default=500, metadata={"help": "N: samples generated and judged at every point of the sweep", "min": 2})
-    ks: str = dataclasses.field(default="1,4,16,49,196,784", metadata={"help": "the sweep: pixels revealed per network evaluation (each must divide 784)"})
-    k: int = dataclasses.field(default=16, metadata={"help": "the headline setting written to samples.npz (with --order)", "min": 1})
-    order: str = dataclasses.field(default="scattered", metadata={"help": "order of the headline setting", "choices": list(ORDERS)})
-    train_k: int = dataclasses.field(default=0, metadata={"help": "0: train on every k of --ks at random (one network serves the sweep); or one k only", "min": 0})
-    levels: int = dataclasses.field(default=4, metadata={"help": "K, intensity levels per pixel (2 = black/white)", "min": 2, "max": 256})
-    hidden: int = dataclasses.field(default=1024, metadata={"help": "width of the network's two hidden layers", "min": 8})
-    lr: float = dataclasses.field(default=2e-3, metadata={"help": "Adam learning rate (decays to 0 along a cosine)", "min": 0.0})
-    gen_batch: int = dataclasses.field(default=128, metadata={"help": "images per network evaluation while generating", "min": 1})
+    steps: int = common.flag(6000, "training steps per order (two networks are trained)", min=1)
+    batch_size: int = common.flag(64, "images per training step", min=1)
+    samples: int = common.flag(500, "N: samples generated and judged at every point of the "
+                               "sweep", min=2)
+    ks: str = common.flag("1,4,16,49,196,784", "the sweep: pixels revealed per network "
+                          "evaluation (each must divide 784)")
+    k: int = common.flag(16, "the headline setting written to samples.npz (with --order)", min=1)
+    order: str = common.flag("scattered", "order of the headline setting", choices=list(ORDERS))
+    train_k: int = common.flag(0, "0: train on every k of --ks at random (one network serves "
+                               "the sweep); or one k only", min=0)
+    levels: int = common.flag(2, "K, intensity levels per pixel (2 = black/white, as in 01)",
+                              min=2, max=256)
+    hidden: int = common.flag(1024, "width of the network's two hidden layers", min=8)
+    lr: float = common.flag(2e-3, "Adam learning rate (decays to 0 along a cosine)", min=0.0)
+    gen_batch: int = common.flag(128, "images per network evaluation while generating", min=1)
+    gif: bool = common.flag(True, "write generation.gif (--no-gif skips it)")
 
 
 # %% 1. Pixel values: K grey levels, one categorical per pixel
@@ -86,19 +84,15 @@ def to_values(c: torch.Tensor, levels: int) -> torch.Tensor:
 # step that reveals it: `group[p] = s`. Then "revealed before step s" is
 # `group < s` and "predicted at step s" is `group == s`, so every pixel is
 # revealed exactly once by construction, which the tests check anyway.
-def check_k(k: int) -> None:
-    if not isinstance(k, int) or k < 1 or PIXELS % k:
-        raise common.UserError(
-            f"k={k} does not divide the {PIXELS} pixels into equal steps; choose a divisor such as 1, 4, 16, 49, 196, 784")
+def check_k(k: int, flag_name: str = "k") -> None:
+    if k < 1 or PIXELS % k:
+        raise common.UserError(f"--{flag_name}: k={k} does not divide the {PIXELS} pixels into "
+                               "equal steps; choose a divisor such as 1, 4, 16, 49, 196, 784")
 
 
 def block_shape(k: int) -> tuple[int, int]:
-    """The contiguous patch of k pixels: h x w with h*w = k, both dividing 28, as square as possible.
-
-    1 -> 1x1 (single pixels), 4 -> 2x2, 16 -> 4x4, 49 -> 7x7, 196 -> 14x14
-    (quarters), 784 -> 28x28 (the whole image). Every divisor of 784 = 2^4 7^2
-    has such a shape (28 = 2^2 7), e.g. 8 -> 2x4, 28 -> 4x7.
-    """
+    """The patch of k pixels, h x w = k, both dividing 28, as square as possible: 4 -> 2x2,
+    16 -> 4x4, 49 -> 7x7, 196 -> quarters. Every divisor of 784 = 2^4 7^2 has one."""
     check_k(k)
     shapes = [(h, k // h) for h in range(1, SIDE + 1) if k % h == 0 and SIDE % h == 0
               and k // h <= SIDE and SIDE % (k // h) == 0 and h <= k // h]
@@ -106,7 +100,7 @@ def block_shape(k: int) -> tuple[int, int]:
 
 
 def contiguous_groups(k: int) -> torch.Tensor:
-    """(784,) step of each pixel: h x w patches, taken in raster order (left to right, top to bottom)."""
+    """(784,) step of each pixel: h x w patches in raster order (left to right, top down)."""
     h, w = block_shape(k)
     rows = torch.arange(SIDE).view(SIDE, 1) // h       # patch row of each pixel
     cols = torch.arange(SIDE).view(1, SIDE) // w       # patch column
@@ -131,33 +125,23 @@ def groups(order: str, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 # %% 3. The network: partial image and mask in, K logits for every pixel out
-# Input: two channels, the image with unknown pixels set to 0 and a mask that is
-# 1 where a pixel is known. The mask is needed because 0 is also the most common
-# *known* value (background); without it "black" and "not yet drawn" look alike.
-#
-# Should the network also be told which pixels it is asked for at this step (a
-# second mask)? No. The best prediction for a missing pixel p is p(x_p | known
-# pixels), whatever else is predicted alongside it, and the network outputs one
-# distribution per pixel, each from the same partial image. A second mask could
-# only change *which* outputs get trained, which the loss (section 4) already
-# decides. In the contiguous order the next patch is anyway fixed by the mask;
-# in the scattered order the next group is a random draw that says nothing about
-# the image. So one mask channel carries all the information there is.
-#
-# Shape: chapter 01's kind of network, a multilayer perceptron, here fed the
-# partial image and its mask (1568 numbers) and returning K logits for each of
-# the 784 pixels. Every output sees every input, so a stroke at the top can
-# shape the bottom. It is also cheap: the sweep below runs it about 2,100 times
-# on every sample (784 + 196 + 49 + 16 + 4 + 1 per order), and on a 2-core CPU
-# a small convolutional U-Net cost 5-10x more per image than this MLP.
+# Input: the image with unknown pixels set to 0, and a mask, 1 where a pixel is
+# known: 0 is also the commonest *known* value (background), and without the
+# mask "black" and "not yet drawn" would look alike. Need it also be told which
+# pixels this step asks for? No: the best prediction for a missing pixel p is
+# p(x_p | known pixels), whatever else is asked alongside it, so one mask
+# carries all the information there is, in either order.
+# A multilayer perceptron: every output sees every input, so a stroke at the top
+# can shape the bottom, and it is cheap, which matters since the sweep runs it
+# about 1,050 times per sample and order (784 + 196 + 49 + 16 + 4 + 1).
 class MaskedPixelNet(nn.Module):
     def __init__(self, levels: int, hidden: int):
         super().__init__()
         self.levels = levels
         self.net = nn.Sequential(
-            nn.Linear(2 * PIXELS, hidden), nn.GELU(),                        # (B, 1568) -> (B, H)
+            nn.Linear(2 * PIXELS, hidden), nn.GELU(),                  # (B, 1568) -> (B, H)
             nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, levels * PIXELS))                               # -> (B, K*784)
+            nn.Linear(hidden, levels * PIXELS))                         # -> (B, K*784)
 
     def forward(self, values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """values, known: (B, 784) -> logits (B, K, 784)."""
@@ -165,58 +149,48 @@ class MaskedPixelNet(nn.Module):
         return self.net(torch.cat([values * k, k], 1)).view(len(values), self.levels, PIXELS)
 
 
-# %% 4. Training that matches generation: reveal s groups, predict group s+1
-# One training example is one generation step: draw k (from the sweep, or the
-# fixed --train-k), draw a step s uniformly, show the network the pixels of
-# groups 0..s-1 and put the loss on group s, the pixels that step fills in.
-# Two ways to get this wrong, both common in MaskGIT-style code:
-#   - loss on every pixel: most of it is then spent copying pixels the network
-#     can already see, which teaches nothing;
-#   - the mask inverted: the loss lands on the known pixels only.
-#
-# The scattered order gets one exact shortcut. Its group s is a uniform random
-# k-subset G of the M missing pixels, so the expected next-group loss is
-#   E_G[ (1/k) sum_{p in G} l_p ] = (1/M) sum_{p in M} l_p,
-# the mean over *all* missing pixels: the same objective, computed without
-# drawing G (about 390 pixels of signal per image instead of k). The contiguous
-# order has no such average, since its next patch is fixed by the mask; there
-# the loss stays on the k pixels of the next patch. Measured on a 2-core CPU:
-# with the next-group loss for both orders, 1,500 steps taught the scattered
-# network almost nothing beyond per-pixel averages (k=1 samples were speckle).
-#
-# Why several k in one network: a network trained at k=16 only ever sees a
-# known set of 0, 16, 32, ... pixels (in 4x4 patches for the contiguous order).
-# Drawing k per example makes one network per order cover every point of the
-# sweep, so the curve compares generation procedures, not six trainings.
-def training_masks(order: str, ks: list[int], n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks for n training examples: known (n, 784) bool, target (n, 784) bool (group s)."""
-    which = torch.randint(len(ks), (n,), generator=gen)
+# %% 4. Training: one objective for both orders, the loss on every missing pixel
+# One training example is one network evaluation of the sweep, drawn uniformly:
+# a k (of --ks, or --train-k) with a chance in proportion to its 784/k steps,
+# then a step s; the network sees what its order has revealed by then, groups
+# 0..s-1: the first s patches in raster order (contiguous), or a random set of
+# s*k pixels (scattered). The loss is on EVERY pixel still missing:
+#   loss = (1/M) sum_{p missing} -log p_net(x_p | known),   M = number missing,
+# not only on the k of the next step: by section 3 the best output at a missing
+# pixel is p(x_p | known) whichever pixels are asked for, so every missing pixel
+# is a correct target for any known set, raster prefix or random (about 390 per
+# image instead of k). For the scattered order it is moreover exactly the
+# expected next-group loss, as the next group G is a random k-subset of them:
+#   E_G[ (1/k) sum_{p in G} l_p ] = (1/M) sum_{p missing} l_p.
+# So both orders get the same objective and the same examples; at k=1, exact
+# auto-regression in either order, their samples should agree, and any gap
+# that opens as k grows is the order's doing, not the training's.
+# Why weight k by its steps: k=1 makes 784 of the sweep's 1,050 evaluations
+# per image. Random known sets look alike whatever k, but the contiguous
+# order's differ with k (pixel prefixes at k=1, 4x4-patch prefixes at k=16), and
+# drawing k uniformly would give its most used setting a sixth of the training.
+def training_masks(order: str, ks: list[int], n: int, gen: torch.Generator) -> torch.Tensor:
+    """known (n, 784) bool for n training examples: the pixels of groups 0..s-1."""
+    steps = torch.tensor([PIXELS // k for k in ks], dtype=torch.float)
+    which = torch.multinomial(steps, n, replacement=True, generator=gen)  # k by its steps
     known = torch.zeros(n, PIXELS, dtype=torch.bool)
-    target = torch.zeros(n, PIXELS, dtype=torch.bool)
     for i, k in enumerate(ks):
         rows = (which == i).nonzero().flatten()
         if len(rows) == 0:
             continue
         g = groups(order, k, len(rows), gen)                             # (m, 784)
         s = torch.randint(PIXELS // k, (len(rows), 1), generator=gen)    # the step being trained
-        known[rows], target[rows] = g < s, g == s
-    return known, target
-
-
-def loss_weights(order: str, known: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Which pixels carry the loss: the next patch (contiguous), or, for the scattered
-    order, every missing pixel, the exact expectation over its random next group."""
-    return (~known if order == "scattered" else target).float()
+        known[rows] = g < s
+    return known
 
 
 def masked_loss(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean over images of the mean cross-entropy on that image's weighted pixels only.
 
     logits (B, K, 784), classes (B, 784), weights (B, 784) in {0, 1}. Pixels
-    with weight 0 (revealed ones above all) contribute exactly zero, and so
-    does their gradient.
+    with weight 0 (the revealed ones) contribute exactly zero, and so does their gradient.
     """
-    nll = F.cross_entropy(logits, classes, reduction="none")             # (B, 784): -log p(x_p | known)
+    nll = F.cross_entropy(logits, classes, reduction="none")   # (B, 784): -log p(x_p | known)
     return ((nll * weights).sum(1) / weights.sum(1).clamp_min(1)).mean()
 
 
@@ -224,18 +198,19 @@ def train(net: nn.Module, order: str, classes: torch.Tensor, cfg: Config, ks: li
           gen: torch.Generator, device: torch.device) -> list[float]:
     """Adam with a cosine-decayed learning rate; returns the loss every step."""
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
     data = common.batches(classes, torch.zeros(len(classes)), cfg.batch_size, gen)
     progress = common.Progress(cfg.steps, label=f"train {order}")
     losses = []
     net.train()
     for step in range(1, cfg.steps + 1):
         c, _ = next(data)
-        known, target = training_masks(order, ks, len(c), gen)
-        c, known, target = c.to(device), known.to(device), target.to(device)
+        known = training_masks(order, ks, len(c), gen)
+        c, known = c.to(device), known.to(device)
         with common.autocast(device):
             logits = net(to_values(c, cfg.levels), known)
-        loss = masked_loss(logits.float(), c, loss_weights(order, known, target))
+        loss = masked_loss(logits.float(), c, (~known).float())  # every missing pixel
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -246,29 +221,46 @@ def train(net: nn.Module, order: str, classes: torch.Tensor, cfg: Config, ks: li
     return losses
 
 
+def train_both(cfg: Config, ks: list[int], data: common.Data, gen: torch.Generator,
+               device: torch.device) -> tuple[dict, dict]:
+    """One network per order, trained in turn with the same recipe; returns (nets, extra)."""
+    classes = to_classes(data.x_train.flatten(1), cfg.levels)           # (N, 784) level indices
+    nets, extra = {}, {"train_ks": ks, "train_seconds": 0.0}
+    for order in ORDERS:
+        nets[order] = MaskedPixelNet(cfg.levels, cfg.hidden).to(device)
+        n_params = sum(p.numel() for p in nets[order].parameters())
+        print(f"training the {order} network ({n_params:,} parameters) on k in {ks}")
+        start = time.perf_counter()
+        losses = train(nets[order], order, classes, cfg, ks, gen, device)
+        extra["train_seconds"] += time.perf_counter() - start
+        extra[f"final_loss_{order}"] = float(np.mean(losses[-100:]))
+    return nets, extra
+
+
 # %% 5. Generation: k pixels per network evaluation, each drawn on its own
-# Every step runs the network once on the partial image and draws each of the
-# step's k pixels from its own categorical. The draws are independent: nothing
-# lets pixel a see what was drawn for pixel b in the same step. With k=1 this is
-# exact autoregression, p(x) = prod_i p(x_i | x_<i), as in chapter 01; with k>1
-# it samples prod_{p in group} p(x_p | known) instead of the joint
-# p(x_group | known), and the larger and more tightly correlated the group,
-# the worse that approximation.
+# Every step runs the network once and draws each of the step's k pixels from
+# its own categorical, independently: nothing lets pixel a see what was drawn
+# for pixel b in the same step. With k=1 this is exact autoregression,
+# p(x) = prod_i p(x_i | x_<i), as in chapter 01; with k>1 it samples
+# prod_{p in group} p(x_p | known) instead of the joint p(x_group | known), the
+# worse the more the group's pixels depend on each other (section 6).
+UNKNOWN = 0.3  # the grey that stands for "not drawn yet" in the animation
+
+
 @torch.no_grad()
 def generate(net: nn.Module, order: str, k: int, n: int, levels: int, gen: torch.Generator,
-             device: torch.device, batch: int = 128, return_steps: bool = False):
+             device: torch.device, batch: int = 128, trace: list | None = None) -> torch.Tensor:
     """n images (n, 784) of level indices, made in 784/k network evaluations each.
 
-    With return_steps, also the image after every step (steps, n, 784) and the
-    step of every pixel (n, 784), for tests.
+    `trace` (a list), if given, receives the first 8 images after every step as
+    values (8, 784), with the pixels not drawn yet at the grey UNKNOWN.
     """
     g = groups(order, k, n, gen)                                         # (n, 784)
-    out, history = [], []
+    out = []
     for lo in range(0, n, batch):
         gb = g[lo:lo + batch].to(device)
         c = torch.zeros_like(gb)                                         # level index of each pixel
         known = torch.zeros_like(gb, dtype=torch.bool)
-        steps = []
         for s in range(PIXELS // k):
             with common.autocast(device):
                 logits = net(to_values(c, levels), known).float()        # (b, K, 784)
@@ -278,168 +270,174 @@ def generate(net: nn.Module, order: str, k: int, n: int, levels: int, gen: torch
             draw = torch.multinomial(probs.cpu(), 1, generator=gen).flatten().to(device)
             c[now] = draw
             known |= now
-            if return_steps:
-                steps.append(c.clone().cpu())
+            if trace is not None and lo == 0:
+                trace.append(torch.where(known, to_values(c, levels), UNKNOWN)[:8].cpu())
         out.append(c.cpu())
-        history.append(torch.stack(steps) if return_steps else None)
-    x = torch.cat(out)
-    if return_steps:
-        return x, torch.cat(history, 1), g
-    return x
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def mean_image(net: nn.Module, levels: int, device: torch.device) -> torch.Tensor:
     """E[x_p] for every pixel with nothing known: what predicting all 784 at once gives
-    if one takes the mean instead of a sample. This is chapter 01's blur."""
+    if one takes the mean instead of a sample. This is chapter 01's blur. (1, 784)."""
     zeros = torch.zeros(1, PIXELS, device=device)
     probs = F.softmax(net(zeros, zeros.bool()).float(), 1)               # (1, K, 784)
     lv = torch.linspace(0, 1, levels, device=device).view(1, levels, 1)
-    return (probs * lv).sum(1).cpu()                                     # (1, 784)
+    return (probs * lv).sum(1).cpu()
 
 
-# %% 6. The sweep: FD against network evaluations per image
+# %% 6. Why the order matters: how strongly the pixels of one step depend on each other
+# Drawing a step's pixels independently is exact when they are independent given
+# the known pixels; the talk's reason why scattered beats contiguous is that
+# neighbours depend strongly on each other. Measured on real held-out digits,
+# from the pixels' covariance S (784 x 784):
+#   corr_ij = S_ij / sqrt(S_ii S_jj), 0 where pixel i or j never changes;
+#   dependence of a group G = mean over its pairs i != j of |corr_ij|
+#   (one pixel has no pairs: 0, nothing is drawn together).
+# `dependence`: given nothing, averaged over all the steps of the order.
+# `dependence_given_half`: the partial correlations instead, those of the
+# Gaussian approximation's conditional covariance given K, every pixel revealed
+# before the group's step:   C = S_GG - S_GK (S_KK + ridge I)^-1 S_KG,
+# averaged over the steps of the second half (at least half the image known;
+# k=784 has one step, given nothing). The ridge keeps S_KK invertible (corner
+# pixels never change). Scattered: averaged over a few random orders.
+RIDGE = 1e-3
+
+
+def pixel_covariance(x: torch.Tensor, levels: int) -> np.ndarray:
+    """S: (784, 784) covariance of images (N, 1, 28, 28) at the model's K levels."""
+    values = to_values(to_classes(x.flatten(1), levels), levels)
+    return np.cov(values.double().numpy(), rowvar=False)
+
+
+def mean_pair_correlation(blocks: np.ndarray, tiny: float = 1e-10) -> float:
+    """Covariance blocks (m, k, k) -> the mean |correlation| over blocks and pairs i != j."""
+    m, k, _ = blocks.shape
+    if k < 2:
+        return 0.0
+    var = np.diagonal(blocks, axis1=1, axis2=2)                         # (m, k)
+    scale = np.where(var > tiny, 1 / np.sqrt(np.maximum(var, tiny)), 0.0)
+    corr = np.abs(blocks) * scale[:, :, None] * scale[:, None, :]        # (m, k, k)
+    off = corr.sum((1, 2)) - np.diagonal(corr, axis1=1, axis2=2).sum(1)
+    return float(off.mean() / (k * (k - 1)))
+
+
+def step_covariances(cov: np.ndarray, steps: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """(S, k, k): each step's pixels' covariance C given all earlier steps' pixels.
+
+    steps (S, k): the pixels of each step. With the pixels in generation order,
+    S + ridge I = L L^T (Cholesky), and C_s = L_ss L_ss^T - ridge I for every s at once.
+    """
+    n_steps, k = steps.shape
+    p = steps.ravel()
+    chol = np.linalg.cholesky(cov[np.ix_(p, p)] + ridge * np.eye(len(p)))
+    diag = chol.reshape(n_steps, k, n_steps, k)[np.arange(n_steps), :, np.arange(n_steps), :]
+    return diag @ diag.transpose(0, 2, 1) - ridge * np.eye(k)           # (S, k, k)
+
+
+def dependence(cov: np.ndarray, order: str, k: int, gen: torch.Generator,
+               draws: int = 4) -> tuple[float, float]:
+    """(dependence, dependence_given_half) of the order at k, as defined above."""
+    figures = []
+    for g in groups(order, k, 1 if order == "contiguous" else draws, gen):
+        steps = torch.argsort(g, stable=True).view(-1, k).numpy()       # (784/k, k) pixels
+        alone = cov[steps[:, :, None], steps[:, None, :]]               # (784/k, k, k)
+        given = step_covariances(cov, steps)[len(steps) // 2:]
+        figures.append((mean_pair_correlation(alone), mean_pair_correlation(given)))
+    a, b = np.mean(figures, 0)
+    return float(a), float(b)
+
+
+# %% 7. The sweep: FD against network evaluations per image
+SWEEP_KEYS = ("fd", "fd_ratio", "confidence", "score", "coverage", "memorised", "n")
+
+
 def parse_ks(text: str) -> list[int]:
     ks = common.parse_list(text, int, "ks")
     for k in ks:
-        if k < 1 or PIXELS % k:
-            raise common.UserError(
-                f"--ks: k={k} does not divide the {PIXELS} pixels into equal steps; "
-                "choose divisors such as 1,4,16,49,196,784")
+        check_k(k, "ks")
     return sorted(set(ks))
 
 
-def run_sweep(nets: dict, ks: list[int], cfg: Config, judge: common.Judge, gen: torch.Generator,
-              device: torch.device) -> tuple[list[dict], dict]:
-    """Every (order, k): N samples, judged. Returns the table rows and the images."""
-    rows, images = [], {}
+def run_sweep(nets: dict, ks: list[int], cfg: Config, judge: common.Judge,
+              device: torch.device, cov: np.ndarray) -> tuple[list[dict], dict, dict]:
+    """Every (order, k): N samples, judged, beside the dependence of its steps on real
+    digits. Returns the table rows, the images, and the traces at --k (the animation)."""
+    rows, images, traces = [], {}, {}
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # not training's: --load draws the same
+    dep_gen = torch.Generator().manual_seed(cfg.seed)
     for order in ORDERS:
         for k in ks:
+            trace = traces.setdefault(order, []) if k == cfg.k else None
             start = time.perf_counter()
-            c = generate(nets[order], order, k, cfg.samples, cfg.levels, gen, device, cfg.gen_batch)
+            c = generate(nets[order], order, k, cfg.samples, cfg.levels, gen, device,
+                         cfg.gen_batch, trace)
             seconds = time.perf_counter() - start
             x = to_values(c, cfg.levels).view(-1, SIDE, SIDE)
-            r = judge.evaluate(x)
-            rows.append({"order": order, "k": k, "evaluations": PIXELS // k, "fd": r["fd"],
-                         "fd_ratio": r["fd_ratio"], "confidence": r["confidence"], "score": r["score"],
-                         "coverage": r["coverage"], "memorised": r["memorised"], "n": r["n"],
-                         "seconds": seconds, "result": r})
+            r, (dep, dep_half) = judge.evaluate(x), dependence(cov, order, k, dep_gen)
+            rows.append({"order": order, "k": k, "evaluations": PIXELS // k, "seconds": seconds,
+                         **{key: r[key] for key in SWEEP_KEYS}, "dependence": dep,
+                         "dependence_given_half": dep_half, "result": r})
             images[(order, k)] = x
-            print(f"  {order:10s} k={k:3d} ({PIXELS // k:3d} evaluations, {seconds:5.1f}s): " + common.describe(r),
-                  flush=True)
-    return rows, images
+            print(f"{order:10s} k={k:3d} ({PIXELS // k:3d} evaluations, {seconds:5.1f}s), "
+                  f"dependence {dep:.3f}, given half {dep_half:.3f}: " + common.describe(r))
+    return rows, images, traces
 
 
-def print_table(rows: list[dict], floor: float, n: int) -> None:
-    print(f"FD at N={n} (floor {floor:.2f}: real held-out digits at the same N)")
-    print(f"{'order':10s} {'k':>4s} {'evals':>6s} {'FD':>8s} {'xfloor':>7s} {'conf':>6s} {'classes':>7s} {'sec':>6s}")
-    for r in rows:
-        print(f"{r['order']:10s} {r['k']:4d} {r['evaluations']:6d} {r['fd']:8.2f} {r['fd_ratio']:7.1f} "
-              f"{r['confidence']:6.3f} {r['coverage']:7d} {r['seconds']:6.1f}")
-
-
-def plot_sweep(path, rows: list[dict], floor: float, n: int, blur_fd: float | None = None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for order, style in zip(ORDERS, ("o-", "s-")):
-        pts = sorted((r["evaluations"], r["fd"], r["k"]) for r in rows if r["order"] == order)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=order)
-        for e, fd, k in pts:
-            ax.annotate(f"k={k}", (e, fd), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.axhline(floor, color="gray", ls="--", lw=1, label=f"real digits (floor, N={n})")
-    if blur_fd is not None:
-        ax.axhline(blur_fd, color="tab:red", ls=":", lw=1, label="the mean image (chapter 01's blur)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("network evaluations per image (784 / k)")
-    ax.set_ylabel(f"FD (judge features, N={n}; lower is better)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_rows(path, rows_of_images: list[tuple[str, torch.Tensor]], per_row: int = 10) -> None:
-    """One labelled row of samples per setting."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows_of_images), per_row, squeeze=False,
-                             figsize=(per_row * 0.7 + 1.6, len(rows_of_images) * 0.75))
-    for r, (label, x) in enumerate(rows_of_images):
-        for j in range(per_row):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < len(x):
-                ax.imshow(x[j].reshape(SIDE, SIDE), cmap="gray_r", vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# %% 7. Conclusions, read off the measured numbers
-def conclusions(rows: list[dict], blur: dict, floor: float) -> list[str]:
-    """The transcript's three claims, each checked against this run's table."""
+# %% 8. Reporting: the curve, rows of samples, the animation
+def order_gap(rows: list[dict]) -> dict:
+    """FD(contiguous) / FD(scattered) at every k: 1 at k=1 if the training is fair."""
     fd = {(r["order"], r["k"]): r["fd"] for r in rows}
+    return {str(k): fd[("contiguous", k)] / max(fd[("scattered", k)], 1e-12)
+            for k in sorted({r["k"] for r in rows})}
+
+
+def save_figures(out, rows: list[dict], images: dict, blur: torch.Tensor, blur_fd: float,
+                 n: int) -> None:
+    series = [(o, [r["evaluations"] for r in rows if r["order"] == o],
+               [r["fd"] for r in rows if r["order"] == o]) for o in ORDERS]
+    series.append(("the mean image (01's blur)", [1, PIXELS], [blur_fd, blur_fd]))
+    common.save_curves(out / "fd_vs_evaluations.png", series,
+                       "network evaluations per image (784 / k)",
+                       f"FD (N={n}; lower is better)", rows[0]["result"]["fd_floor"])
     ks = sorted({r["k"] for r in rows})
-    lines = []
-    # Claim 1: quality falls as k grows.
+    shown = [k for k in (1, 16, 196, 784) if k in ks] or ks
+    grid = [(f"{o}\nk={k}", images[(o, k)][:10]) for o in ORDERS for k in shown]
+    grid.append(("01's blur\n(the mean)", blur.view(1, SIDE, SIDE).expand(10, SIDE, SIDE)))
+    common.save_rows(out / "sweep_samples.png", grid,
+                     title="k pixels per network evaluation, 784/k evaluations per digit")
+
+
+def save_animation(out, traces: dict, k: int, most: int = 64) -> None:
+    """generation.gif: both orders side by side at the same k, one frame per step
+    (thinned to at most `most` frames when k is small), the last one held."""
+    n_steps = len(traces[ORDERS[0]])
+    shown = sorted(set(range(0, n_steps, math.ceil(n_steps / most))) | {n_steps - 1})
+    frames = [torch.cat([traces[o][s] for o in ORDERS]).view(-1, SIDE, SIDE) for s in shown]
+    captions = [f"k={k}: step {s + 1} of {n_steps}, {k * (s + 1)} of {PIXELS} pixels drawn"
+                for s in shown]
+    common.save_animation(out / "generation.gif", frames, captions,
+                          len(traces[ORDERS[0]][0]), row_labels=list(ORDERS))
+
+
+# %% 9. Putting it together
+SUMMARY = ["train_seconds", "sample_seconds", "sweep_seconds", "order", "k", "evaluations", "n",
+           "fd", "fd_floor", "fd_ratio", "score", "confidence", "coverage", "memorised"]
+
+
+def load_nets(cfg: Config, device: torch.device) -> tuple[dict, dict]:
+    """Both networks from --load; the architecture is the checkpoint's, whatever the flags say."""
+    ckpt = common.load_checkpoint(cfg.load, SCRIPT)
+    cfg.levels, cfg.hidden = int(ckpt["config"]["levels"]), int(ckpt["config"]["hidden"])
+    nets = {}
     for order in ORDERS:
-        seq = [fd[(order, k)] for k in ks]
-        rises = [b >= a for a, b in zip(seq, seq[1:])]
-        trail = " -> ".join(f"{v:.1f}" for v in seq)
-        if all(rises):
-            verdict = "yes, at every step of the sweep"
-        else:
-            dips = [f"k={ks[i]}->{ks[i + 1]}" for i, ok in enumerate(rises) if not ok]
-            verdict = f"mostly; FD falls instead at {', '.join(dips)} (disagrees with the transcript there)"
-        lines.append(f"quality falls as k grows ({order}): FD {trail} for k = {', '.join(map(str, ks))}: {verdict}")
-    # Claim 2: scattered beats contiguous at equal k. At k=784 the two orders are
-    # the same procedure (one group, the whole image), so only k<784 is a test.
-    fair = [k for k in ks if k < PIXELS]
-    wins = [k for k in fair if fd[("scattered", k)] < fd[("contiguous", k)]]
-    losses = [k for k in fair if k not in wins]
-    msg = f"scattered beats contiguous at equal k: at {len(wins)} of {len(fair)} k < 784"
-    if losses:
-        msg += f"; not at k = {', '.join(map(str, losses))} (" + ", ".join(
-            f"{fd[('scattered', k)]:.1f} vs {fd[('contiguous', k)]:.1f}" for k in losses) + ")"
-        if 1 in losses:
-            msg += "; at k=1 both are exact autoregression and differ only in order and training"
-    if 1 in ks:
-        # At k=1 both orders are exact autoregression: a gap there measures the two
-        # trainings (section 4: the scattered loss sees ~390 pixels per image, the
-        # contiguous one k), not the independence of pixels drawn together.
-        a, b = fd[("scattered", 1)], fd[("contiguous", 1)]
-        msg += (f"; caution: at k=1, where neither order draws two pixels together, FD is already "
-                f"{a:.1f} (scattered) vs {b:.1f} (contiguous), so that much of the gap is the training, "
-                f"not the order")
-    lines.append(msg)
-    # Claim 3: k = 784 is chapter 01's blur.
-    if PIXELS in ks:
-        r784 = next(r for r in rows if r["order"] == "scattered" and r["k"] == PIXELS)
-        worse = [k for k in ks if k < PIXELS and fd[("scattered", k)] > r784["fd"]]
-        lines.append(
-            f"k=784, all pixels in one evaluation, each from p(x_p) alone: FD {r784['fd']:.1f} "
-            f"({r784['fd'] / floor:.0f}x the floor), confidence {r784['confidence']:.2f}; the mean of that "
-            f"distribution is chapter 01's blur (FD {blur['fd']:.1f}, confidence {blur['confidence']:.2f}), and a "
-            f"sample is that blur with independent per-pixel noise; "
-            + ("it is the worst point of the scattered sweep" if not worse
-               else f"yet k = {', '.join(map(str, worse))} scored worse (disagrees with the transcript)"))
-    return lines
-
-
-# %% 8. Putting it together
-def build_net(levels: int, hidden: int, device: torch.device) -> MaskedPixelNet:
-    return MaskedPixelNet(levels, hidden).to(device)
+        if order not in ckpt["state"]:
+            raise common.UserError(f"{cfg.load}: has no network for the {order} order")
+        nets[order] = MaskedPixelNet(cfg.levels, cfg.hidden).to(device)
+        common.load_state(nets[order], ckpt["state"][order], cfg.load)
+        nets[order].eval()
+    print(f"loaded {cfg.load} (levels {cfg.levels}, hidden {cfg.hidden}); skipping training")
+    return nets, ckpt["extra"]
 
 
 def main(argv=None):
@@ -447,88 +445,45 @@ def main(argv=None):
     ks = parse_ks(cfg.ks)
     check_k(cfg.k)
     if cfg.train_k:
-        check_k(cfg.train_k)
-    gen = common.seed_everything(cfg.seed)
-    device = common.pick_device(cfg.device)
-    data = common.load_data(cfg.data)
-    out = common.out_dir(cfg, __file__)
-    judge = common.Judge.load(data)
-    sweep_ks = sorted(set(ks) | {cfg.k})
-    train_ks = [cfg.train_k] if cfg.train_k else ks
-
-    nets, train_seconds, extra = {}, 0.0, {}
-    if cfg.load:
-        ckpt = common.load_checkpoint(cfg.load, SCRIPT)
-        saved = ckpt["config"]
-        cfg.levels, cfg.hidden = int(saved["levels"]), int(saved["hidden"])  # the architecture is the checkpoint's
-        for order in ORDERS:
-            nets[order] = build_net(cfg.levels, cfg.hidden, device)
-            if order not in ckpt["state"]:
-                raise common.UserError(f"{cfg.load}: has no network for the {order} order")
-            common.load_state(nets[order], ckpt["state"][order], cfg.load)
-            nets[order].eval()
-        print(f"loaded {cfg.load} (levels {cfg.levels}, hidden {cfg.hidden}); skipping training")
-        if Path(cfg.load).resolve() != (out / "model.pt").resolve():  # every run folder is complete
-            common.save_checkpoint(out / "model.pt", SCRIPT, cfg, ckpt["state"], ckpt["extra"])
-    else:
-        classes = to_classes(data.x_train.flatten(1), cfg.levels)       # (N, 784) level indices
-        for order in ORDERS:
-            nets[order] = build_net(cfg.levels, cfg.hidden, device)
-            n_params = sum(p.numel() for p in nets[order].parameters())
-            print(f"training the {order} network ({n_params:,} parameters) on k in {train_ks}")
-            start = time.perf_counter()
-            losses = train(nets[order], order, classes, cfg, train_ks, gen, device)
-            train_seconds += time.perf_counter() - start
-            extra[f"final_loss_{order}"] = float(np.mean(losses[-100:]))
-        common.save_checkpoint(out / "model.pt", SCRIPT, cfg, {o: n.state_dict() for o, n in nets.items()},
-                               {"train_ks": train_ks, **extra})
-
-    print(f"sweep: N={cfg.samples} samples per point, orders {', '.join(ORDERS)}, k in {sweep_ks}")
-    start = time.perf_counter()
-    rows, images = run_sweep(nets, sweep_ks, cfg, judge, gen, device)
-    sweep_seconds = time.perf_counter() - start
-
-    # The blur: the mean image of the k=784 distribution, repeated N times.
-    blur_img = mean_image(nets["scattered"], cfg.levels, device).view(1, SIDE, SIDE)
-    blur = judge.evaluate(blur_img.expand(cfg.samples, SIDE, SIDE))
-    floor = rows[0]["result"]["fd_floor"]
-    print_table(rows, floor, cfg.samples)
-    plot_sweep(out / "fd_vs_evaluations.png", rows, floor, cfg.samples, blur["fd"])
-    shown = [k for k in (1, 16, 196, 784) if k in sweep_ks] or sweep_ks
-    grid_rows = [(f"{o} k={k}\n({PIXELS // k} evals)", images[(o, k)][:10]) for o in ORDERS for k in shown]
-    grid_rows.append(("mean at k=784\n(the blur)", blur_img.expand(10, SIDE, SIDE)))
-    plot_rows(out / "sweep_samples.png", grid_rows)
-    lines = conclusions(rows, blur, floor)
-    print("conclusions, from the table above:")
-    for line in lines:
-        print("  - " + line)
-
-    # The headline setting: its sweep point is the run's samples.
-    head = next(r for r in rows if r["order"] == cfg.order and r["k"] == cfg.k)
-    x = images[(cfg.order, cfg.k)]
-    common.save_grid(out / "samples.png", x[:64], title=f"{cfg.order}, k={cfg.k}: {PIXELS // cfg.k} evaluations")
-    common.save_samples(out, x)
-    result = head["result"]
-    print(common.describe(result, prefix=f"{cfg.order} k={cfg.k}: "))
-    metrics = {
-        "train_seconds": train_seconds,
-        "sample_seconds": head["seconds"],
-        "sweep_seconds": sweep_seconds,
-        **result,
-        "order": cfg.order,
-        "k": cfg.k,
-        "evaluations": PIXELS // cfg.k,
-        "levels": cfg.levels,
-        "train_ks": train_ks,
-        "blur_fd": blur["fd"],
-        "sweep": [{key: v for key, v in r.items() if key != "result"} for r in rows],
-        "conclusions": lines,
-        **extra,
-    }
-    common.save_metrics(out, metrics)
-    common.print_summary(metrics, ["train_seconds", "sample_seconds", "sweep_seconds", "order", "k", "evaluations",
-                                   "n", "fd", "fd_floor", "fd_ratio", "score", "confidence", "coverage", "memorised"])
-    return metrics
+        check_k(cfg.train_k, "train-k")
+    with common.run_folder(cfg, __file__) as out:
+        gen = common.seed_everything(cfg.seed)
+        device = common.pick_device(cfg.device)
+        data = common.load_data(cfg.data)
+        judge = common.Judge.load(data)
+        if cfg.load:
+            nets, extra = load_nets(cfg, device)
+            common.copy_checkpoint(cfg.load, out)
+        else:
+            nets, extra = train_both(cfg, [cfg.train_k] if cfg.train_k else ks, data, gen, device)
+            common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
+                                   {o: n.state_dict() for o, n in nets.items()}, extra)
+        start = time.perf_counter()
+        rows, images, traces = run_sweep(nets, sorted(set(ks) | {cfg.k}), cfg, judge, device,
+                                         pixel_covariance(data.x_held, cfg.levels))
+        sweep_seconds = time.perf_counter() - start
+        blur = mean_image(nets["scattered"], cfg.levels, device)
+        blur_fd = judge.evaluate(blur.view(1, SIDE, SIDE).expand(cfg.samples, SIDE, SIDE))["fd"]
+        save_figures(out, rows, images, blur, blur_fd, cfg.samples)
+        head = next(r for r in rows if r["order"] == cfg.order and r["k"] == cfg.k)
+        x = images[(cfg.order, cfg.k)]
+        common.save_grid(out / "samples.png", x[:64],
+                         title=f"{cfg.order}, k={cfg.k}: {PIXELS // cfg.k} evaluations")
+        common.save_samples(out, x)
+        if cfg.gif:
+            save_animation(out, traces, cfg.k)
+        print(common.describe(head["result"], prefix=f"{cfg.order} k={cfg.k}: "))
+        metrics = {"train_seconds": extra.get("train_seconds", 0.0),
+                   "sample_seconds": head["seconds"], "sweep_seconds": sweep_seconds,
+                   **head["result"], "order": cfg.order, "k": cfg.k,
+                   "evaluations": PIXELS // cfg.k, "levels": cfg.levels,
+                   "train_ks": extra.get("train_ks"), "blur_fd": blur_fd,
+                   "sweep": [{key: v for key, v in r.items() if key != "result"} for r in rows],
+                   "fd_contiguous_over_scattered": order_gap(rows),
+                   **{key: v for key, v in extra.items() if key.startswith("final_loss")},
+                   "config": dataclasses.asdict(cfg)}
+        common.save_metrics(out, metrics)
+    common.print_summary(metrics, SUMMARY)
 
 
 if __name__ == "__main__":
