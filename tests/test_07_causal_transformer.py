@@ -1,30 +1,34 @@
-"""Tests for 07_causal_transformer.py: causality, the loss, the key/value cache, the contract."""
+"""Tests for 07_causal_transformer.py: causality, the loss, the key/value cache, the one-position
+network of section 7, the animation and the contract."""
 import importlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import check_outputs, one_line_error
+import common
+from helpers import check_gif, check_outputs, one_line_error
 
 mod = importlib.import_module("07_causal_transformer")
 
 LENGTH = 12  # positions of the tiny models below
+HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two rows and a few pixels of the third
 
 
-HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two full rows and a few pixels of the third
-
-
-def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0, hinted: bool = False):
-    """A tiny GPT; hinted: digit-shaped instead (rows of 28, HINTED positions) with the neighbourhood hint."""
+def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0,
+         hinted: bool = False, causal: bool = True):
+    """A tiny GPT; hinted: digit-shaped (rows of 28, HINTED positions) with the hint."""
     torch.manual_seed(seed)
     if hinted:
-        return mod.GPT(vocab, HINTED, d_model=16, layers=2, heads=2, fused=fused, width=28, hint=True).eval()
-    return mod.GPT(vocab, length, d_model=16, layers=2, heads=2, fused=fused).eval()
+        return mod.GPT(vocab, HINTED, d_model=16, layers=2, heads=2, fused=fused, width=28,
+                       hint=True, causal=causal).eval()
+    return mod.GPT(vocab, length, d_model=16, layers=2, heads=2, fused=fused,
+                   causal=causal).eval()
 
 
 def random_tokens(vocab, n, length, seed):
@@ -41,7 +45,7 @@ def test_quantize_range_and_round_trip(levels, seed):
     assert t.shape == (3, 784) and t.min() >= 0 and t.max() <= levels - 1
     img = mod.dequantize(t, levels)
     assert img.shape == (3, 1, 28, 28) and img.min() >= 0 and img.max() <= 1
-    assert torch.equal(mod.quantize(img, levels), t)  # a generated digit re-reads as its own tokens
+    assert torch.equal(mod.quantize(img, levels), t)  # a generated digit re-reads as itself
     # raster order: token i is row i // 28, column i % 28
     assert torch.equal(t.view(3, 28, 28), mod.quantize(x, levels).view(3, 1, 28, 28)[:, 0])
 
@@ -58,7 +62,7 @@ def test_neighbour_pixels_are_the_pixels_at_their_offsets_on_the_grid(i, seed):
     grid = t.view(2, 28, 28)
     r, c = divmod(i, 28)
     hint = mod.neighbour_pixels(t, pad=5)[:, i]                      # (2, 11)
-    part = mod.neighbour_pixels(t, pad=5, start=i, stop=i + 1)[:, 0]  # the slice generation asks for
+    part = mod.neighbour_pixels(t, pad=5, start=i, stop=i + 1)[:, 0]  # what generation asks for
     for k, (dr, dc) in enumerate(mod.NEIGHBOURS):
         assert (dr, dc) < (0, 0)  # every neighbour comes before pixel i in raster order
         on_grid = r + dr >= 0 and 0 <= c + dc < 28
@@ -78,8 +82,9 @@ def test_causal_mask(tq, extra):
             assert bool(m[i, j]) == (j <= extra + i)
 
 
-def test_explicit_attention_matches_fused_model():
-    fused, explicit = tiny(fused=True), tiny(fused=False)
+@pytest.mark.parametrize("causal", [True, False])
+def test_explicit_attention_matches_fused_model(causal):
+    fused, explicit = tiny(fused=True, causal=causal), tiny(fused=False, causal=causal)
     explicit.load_state_dict(fused.state_dict())
     idx = random_tokens(4, 3, LENGTH, 1)
     assert torch.allclose(fused(idx), explicit(idx), atol=1e-5)
@@ -89,11 +94,11 @@ def test_explicit_attention_matches_fused_model():
 @settings(max_examples=15, deadline=None)
 @given(i=st.integers(0, LENGTH - 1), seed=st.integers(0, 10_000))
 def test_causal_by_perturbation(fused, i, seed):
-    """Changing inputs at or after i leaves every output before i unchanged, and does change output i."""
+    """Changing inputs at or after i leaves every output before i unchanged, and changes i."""
     model = tiny(fused=fused)
     idx = random_tokens(4, 2, LENGTH, seed)
     changed = idx.clone()
-    changed[:, i:] = (idx[:, i:] + 1 + torch.randint(0, 3, idx[:, i:].shape)) % 4  # every one differs
+    changed[:, i:] = (idx[:, i:] + 1 + torch.randint(0, 3, idx[:, i:].shape)) % 4  # all differ
     with torch.no_grad():
         a, b = model(idx), model(changed)
     assert torch.allclose(a[:, :i], b[:, :i], atol=1e-6)
@@ -132,30 +137,85 @@ def test_the_hint_reaches_the_pixel_below():
     assert not torch.allclose(a[:, i], b[:, i], atol=1e-4)
 
 
+@pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
 @settings(max_examples=12, deadline=None)
-@given(i=st.integers(0, LENGTH - 1))
-def test_causal_by_gradients(fused, i):
-    """d output_i / d input_j is zero for every j > i, and not zero for j <= i."""
-    model = tiny(fused=fused)
+@given(i=st.integers(0, LENGTH - 2))
+def test_causal_by_gradients(fused, causal, i):
+    """Causal: d output_i / d input_j is zero for every j > i, not zero for j <= i.
+    Without the mask (section 7's comparison) output i reads every input."""
+    model = tiny(fused=fused, causal=causal)
     h = model.embed(random_tokens(4, 2, LENGTH, i)).detach().requires_grad_(True)
     model.trunk(h)[:, i].sum().backward()
     per_pos = h.grad.abs().sum(dim=(0, 2))  # (T,)
-    assert torch.all(per_pos[i + 1:] == 0)
     assert torch.all(per_pos[:i + 1] > 0)
+    if causal:
+        assert torch.all(per_pos[i + 1:] == 0)
+    else:
+        assert torch.all(per_pos[i + 1:] > 0)
 
 
-# --- the loss ---
+# --- the loss, all positions and one position ---
 @pytest.mark.parametrize("hinted", [False, True])
-def test_loss_is_mean_of_per_position_cross_entropies(hinted):
-    """One pass over the sequence equals T separate passes, each seeing only its prefix."""
+def test_one_pass_is_every_one_position_evaluation(hinted):
+    """The claim of the chapter: one causal pass computes exactly the losses of T separate
+    evaluations of the same network, each on its own prefix."""
     model = tiny(hinted=hinted)
     t = random_tokens(3, 3, model.length, 7)
-    inputs = model.inputs(t)
     with torch.no_grad():
         one_pass = mod.sequence_loss(model, t)
-        per_pos = [F.cross_entropy(model(inputs[:, :i + 1])[:, -1], t[:, i]) for i in range(model.length)]
+        per_pos = [mod.one_position_loss(model, t, i) for i in range(model.length)]
     assert torch.allclose(one_pass, torch.stack(per_pos).mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("hinted", [False, True])
+@settings(max_examples=10, deadline=None)
+@given(frac=st.floats(0, 1), seed=st.integers(0, 10_000))
+def test_full_attention_inside_the_prefix_still_never_sees_pixel_i(hinted, frac, seed):
+    """Without the mask, the prediction of pixel i from the prefix 0..i still reads no pixel
+    at or after i (and does read pixel i - 1, so the check can fail)."""
+    model = tiny(hinted=hinted, causal=False)
+    i = max(1, min(int(frac * model.length), model.length - 1))
+    t = random_tokens(3, 2, model.length, seed)
+    changed = t.clone()
+    changed[:, i:] = (t[:, i:] + 1) % 3
+    with torch.no_grad():
+        a = model(model.inputs(t, 0, i + 1))[:, -1]
+        b = model(model.inputs(changed, 0, i + 1))[:, -1]
+        earlier = t.clone()
+        earlier[:, i - 1] = (t[:, i - 1] + 1) % 3
+        c = model(model.inputs(earlier, 0, i + 1))[:, -1]
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(a, c, atol=1e-5)
+
+
+def test_with_one_block_the_mask_does_not_change_the_last_position():
+    # Section 7: the last query sees the whole prefix either way; only what earlier
+    # positions hand up to a next block differs.
+    one = [mod.GPT(3, HINTED, 16, 1, 2, width=28, hint=True, causal=c) for c in (True, False)]
+    two = [mod.GPT(3, HINTED, 16, 2, 2, width=28, hint=True, causal=c) for c in (True, False)]
+    torch.manual_seed(0)
+    for causal, full in (one, two):
+        for p in causal.parameters():  # weights large enough for attention to be far from even
+            torch.nn.init.normal_(p, std=0.3)
+        full.load_state_dict(causal.state_dict())
+    t = random_tokens(3, 2, HINTED, 0)
+    with torch.no_grad():
+        last = [[m(m.inputs(t, 0, 40))[:, -1] for m in pair] for pair in (one, two)]
+    assert torch.allclose(*last[0], atol=1e-6)
+    assert not torch.allclose(*last[1], atol=1e-4)
+
+
+def test_one_position_bits_of_a_causal_model_are_its_one_pass_bits():
+    model = tiny(hinted=True)
+    t = random_tokens(3, 4, HINTED, 5)
+    positions = [0, 3, 28, 30, HINTED - 1]
+    bits = mod.one_position_bits(model, t, positions, torch.device("cpu"))
+    with torch.no_grad():
+        logits = model(model.inputs(t))
+    nats = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")  # (4, T)
+    assert bits.shape == (4, len(positions))
+    assert torch.allclose(bits, nats[:, positions] / math.log(2), atol=1e-5)
 
 
 def test_bits_per_token_is_loss_in_bits():
@@ -166,6 +226,25 @@ def test_bits_per_token_is_loss_in_bits():
         nats = mod.sequence_loss(model, t).item()
     assert per_pos.shape == (LENGTH,)
     assert math.isclose(bits, nats / math.log(2), rel_tol=1e-5)
+
+
+def test_random_position_loss_draws_every_position(monkeypatch):
+    seen = []
+    monkeypatch.setattr(mod, "one_position_loss", lambda model, tokens, i: seen.append(i))
+    loss = mod.random_position_loss(torch.Generator().manual_seed(0), 5)
+    for _ in range(200):
+        loss(None, None)
+    assert set(seen) == set(range(5))
+
+
+def test_timing_both_ways_leaves_the_model_alone(data):
+    torch.manual_seed(0)
+    model = mod.GPT(2, 784, 16, 1, 2, width=28, hint=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = mod.Config(batch_size=2, speed_seconds=0.01)
+    rates = mod.time_both_ways(model, data, cfg, torch.device("cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert rates["causal_targets_per_second"] > rates["one_position_targets_per_second"] > 0
 
 
 # --- generation ---
@@ -183,7 +262,7 @@ def test_cached_and_uncached_generation_identical(hinted):
 @settings(max_examples=10, deadline=None)
 @given(split=st.integers(1, LENGTH - 1))
 def test_cache_in_chunks_matches_one_pass(split):
-    """Feeding a sequence through the cache in two chunks gives the one-pass logits (the shifted mask)."""
+    """Feeding a sequence through the cache in two chunks gives the one-pass logits."""
     model = tiny()
     idx = random_tokens(4, 2, LENGTH, split)
     cache = mod.KVCache(len(model.blocks), LENGTH)
@@ -197,7 +276,7 @@ def test_cache_in_chunks_matches_one_pass(split):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), temperature=st.floats(0.3, 3.0))
 def test_draw_follows_the_tempered_distribution(seed, temperature):
-    """With evenly spread u, the share of each token equals softmax(logits / T) to within 1/N."""
+    """With evenly spread u, each token's share equals softmax(logits / T) to within 1/N."""
     logits = torch.randn(5, generator=torch.Generator().manual_seed(seed)) * 2
     n = 2000
     u = (torch.arange(n) + 0.5) / n
@@ -220,53 +299,102 @@ def test_learning_rate_schedule():
     assert lrs[-1] < 1e-12
 
 
+def test_animation_frames_are_the_samples_drawn_so_far(tmp_path, monkeypatch):
+    got = {}
+    monkeypatch.setattr(common, "save_animation",
+                        lambda path, frames, captions, ncol: got.update(f=frames, c=captions))
+    tokens = random_tokens(2, 20, 784, 0)
+    mod.save_generation_gif(tmp_path, tokens, 2)
+    frames, captions = got["f"], got["c"]
+    assert len(frames) == len(captions) <= 80 and captions[-1] == "pixel 784 of 784"
+    final = tokens[:mod.GIF_IMAGES].float()
+    assert torch.equal(frames[-1].flatten(1), final)
+    for frame, caption in zip(frames, captions):
+        p = int(caption.split()[1])
+        flat = frame.flatten(1)
+        assert flat.shape == (mod.GIF_IMAGES, 784)
+        assert torch.equal(flat[:, :p], final[:, :p]) and torch.all(flat[:, p:] == 0.25)
+
+
 # --- the contract ---
-TINY = ["--steps", "2", "--batch-size", "4", "--samples", "10", "--eval-images", "20", "--d-model", "16",
-        "--layers", "1", "--heads", "2", "--sample-batch", "4"]
-
-
-def test_main_smoke_and_load(tmp_path, data, judge):
-    out = tmp_path / "run"
-    m = mod.main(TINY + ["--out", str(out)])
-    metrics = check_outputs(out, 10)
-    assert (out / "bits_map.png").is_file()
-    assert metrics["cache_identical"] is True and metrics["steps"] == 2
-    assert math.isclose(metrics["perplexity"], 2 ** metrics["bits_per_pixel"], rel_tol=1e-9)
-    assert 0 < metrics["bits_per_pixel"] <= math.log2(4) + 1  # near uniform after 2 steps, but finite
-    loaded = tmp_path / "loaded"
-    m2 = mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--eval-images", "20", "--out", str(loaded)])
-    check_outputs(loaded, 10)
-    assert m2["steps"] == 0 and math.isclose(m2["bits_per_pixel"], m["bits_per_pixel"], rel_tol=1e-5)
+TINY = ["--steps", "2", "--batch-size", "4", "--samples", "10", "--eval-images", "20",
+        "--d-model", "16", "--layers", "2", "--heads", "2", "--sample-batch", "10",
+        "--speed-seconds", "0.05"]
 
 
 def fake_01_metrics(path, **changes):
-    m = {"bits_per_pixel": 0.5, "train_seconds": 1.0, "targets_per_second": 1000.0, "fd": 50.0, "confidence": 0.8, "levels": 2}
+    m = {"bits_per_pixel": 0.5, "train_seconds": 1.0, "targets_per_second": 1000.0, "fd": 50.0,
+         "confidence": 0.8, "levels": 2}
     m.update(changes)
     path.write_text(json.dumps(m))
     return path
 
 
-def test_compare_mode_trains_for_01s_time_and_prints_table(tmp_path, data, judge, capsys):
+def test_main_with_compare_then_load_with_mask_cost(tmp_path, data, judge, capsys, monkeypatch):
+    """One trained run (--compare: trained for 01's time, the table printed), then --load into
+    the same folder with --mask-cost (the one-position network trained twice, one budget)."""
+    monkeypatch.setattr(mod, "CACHE_CHECK_ROWS", 2)  # the check itself, in less time
+    out = tmp_path / "run"
     other = fake_01_metrics(tmp_path / "m01.json", train_seconds=1.5)
-    m = mod.main(TINY + ["--out", str(tmp_path / "cmp"), "--compare", str(other)])
+    m = mod.main(TINY + ["--out", str(out), "--compare", str(other)])
     printed = capsys.readouterr().out
     assert "targets learned per second" in printed and "held-out bits per pixel" in printed
-    assert 1.5 <= m["train_seconds"] < 1.5 + 5  # stops at the first step after 01's time
+    metrics = check_outputs(out, 10)
+    assert (out / "bits_map.png").is_file()
+    assert check_gif(out / "generation.gif") >= 50
+    assert (out / "generation.gif").stat().st_size < 1.5e6
+    assert metrics["cache_identical"] is True and metrics["cache_check_pixels"] == 2 * 28
+    assert metrics["config"]["d_model"] == 16
+    assert math.isclose(metrics["perplexity"], 2 ** metrics["bits_per_pixel"], rel_tol=1e-9)
+    assert 0 < metrics["bits_per_pixel"] <= math.log2(4) + 1  # near uniform, but finite
+    # Trained by the clock (--steps 2 alone would stop long before 1.5 s), until the first
+    # step after 01's time; the upper bound is loose because a loaded machine is slow.
+    assert 1.5 <= m["train_seconds"] < 1.5 + 60
     assert math.isclose(m["bpp_gain_vs_01"], 0.5 - m["bits_per_pixel"])
+    assert m["compare"]["train_seconds"] == 1.5 == m["config"]["train_seconds"]
+    fast, slow = metrics["causal_targets_per_second"], metrics["one_position_targets_per_second"]
+    assert fast > 0 and slow > 0 and math.isclose(metrics["causal_speedup"], fast / slow)
+
+    model_bytes = (out / "model.pt").read_bytes()
+    with np.load(out / "samples.npz") as f:
+        samples = f["x"]
+    monkeypatch.setattr(mod, "MASK_EVAL_IMAGES", 6)
+    monkeypatch.setattr(mod, "MASK_EVAL_POSITIONS", 10)
+    m2 = mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--eval-images", "20",
+                   "--sample-batch", "10", "--speed-seconds", "0.05", "--out", str(out),
+                   "--no-gif", "--mask-cost", "3"])
+    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert not (out / "generation.gif").exists()
+    check_outputs(out, 10)
+    with np.load(out / "samples.npz") as f:
+        assert np.array_equal(f["x"], samples), "the loaded model samples what the trained one did"
+    assert math.isclose(m2["bits_per_pixel"], m["bits_per_pixel"], rel_tol=1e-5)
+    assert m2["steps"] == m["steps"] and m2["train_seconds"] == m["train_seconds"]
+    assert m2["config"]["d_model"] == 16  # the checkpoint's settings, not the flags' defaults
+    cost = m2["mask_cost"]
+    assert cost["steps"] == 3 and cost["targets"] == 3 * 4  # 4 (image, position) pairs a step
+    assert cost["eval_images"] == 6 and cost["eval_positions"] == 10
+    c, f = cost["causal_bits_per_pixel"], cost["full_bits_per_pixel"]
+    assert c > 0 and f > 0 and c != f  # same start, same batches: only the mask differs
+    assert math.isclose(cost["mask_cost_bits"], c - f, rel_tol=1e-4, abs_tol=1e-6)
 
 
 def test_text_mode(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     out = tmp_path / "text"
-    m = mod.main(["--text", str(text), "--context", "16", "--steps", "3", "--batch-size", "4", "--d-model", "16",
-                  "--layers", "1", "--heads", "2", "--out", str(out)])
+    m = mod.main(["--text", str(text), "--context", "16", "--steps", "3", "--batch-size", "4",
+                  "--d-model", "16", "--layers", "1", "--heads", "2", "--out", str(out)])
     sample = (out / "samples.txt").read_text(encoding="utf-8").rstrip("\n")
     assert len(sample) == 16 and set(sample) <= set(text.read_text())
     assert m["vocabulary"] == len(set(text.read_text()))
     assert math.isclose(m["perplexity"], 2 ** m["bits_per_char"], rel_tol=1e-9)
-    again = mod.main(["--text", str(text), "--load", str(out / "model.pt"), "--out", str(tmp_path / "again")])
+    model_bytes = (out / "model.pt").read_bytes()
+    again = mod.main(["--text", str(text), "--load", str(out / "model.pt"), "--out", str(out)])
+    assert (out / "model.pt").read_bytes() == model_bytes
+    assert (out / "samples.txt").read_text(encoding="utf-8").rstrip("\n") == sample
     assert math.isclose(again["bits_per_char"], m["bits_per_char"], rel_tol=1e-5)
+    assert again["steps"] == 3 and again["config"]["context"] == 16
 
 
 def test_default_text_ships_with_python():
@@ -281,27 +409,37 @@ def test_bad_inputs(tmp_path, capsys):
     empty.write_text("")
     short = tmp_path / "short.txt"
     short.write_text("abc")
-    one_line_error(mod.main, ["--text", str(empty)], capsys, "is empty")
-    one_line_error(mod.main, ["--text", str(tmp_path / "missing.txt")], capsys, "cannot read")
-    one_line_error(mod.main, ["--text", str(tmp_path)], capsys, "cannot read")  # a folder
-    one_line_error(mod.main, ["--text", str(short)], capsys, "need at least")
-    one_line_error(mod.main, ["--heads", "3"], capsys, "must divide")
-    one_line_error(mod.main, ["--temperature", "0"], capsys, "--temperature")
-    one_line_error(mod.main, ["--levels", "1"], capsys, "--levels")
-    one_line_error(mod.main, ["--compare", str(tmp_path / "none.json")], capsys, "not found")
+    out = ["--out", str(tmp_path / "out")]
+    one_line_error(mod.main, ["--text", str(empty)] + out, capsys, "is empty")
+    one_line_error(mod.main, ["--text", str(tmp_path / "missing.txt")] + out, capsys,
+                   "cannot read")
+    one_line_error(mod.main, ["--text", str(tmp_path)] + out, capsys, "cannot read")  # a folder
+    one_line_error(mod.main, ["--text", str(short)] + out, capsys, "need at least")
+    one_line_error(mod.main, ["--text", str(short), "--mask-cost", "5"] + out, capsys, "digit")
+    one_line_error(mod.main, ["--heads", "3"] + out, capsys, "must divide")
+    one_line_error(mod.main, ["--temperature", "0"] + out, capsys, "--temperature")
+    one_line_error(mod.main, ["--speed-seconds", "0"] + out, capsys, "--speed-seconds")
+    one_line_error(mod.main, ["--levels", "1"] + out, capsys, "--levels")
+    one_line_error(mod.main, ["--compare", str(tmp_path / "none.json")] + out, capsys,
+                   "not found")
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    one_line_error(mod.main, ["--compare", str(bad_json)], capsys, "not a readable")
-    one_line_error(mod.main, ["--compare", str(fake_01_metrics(tmp_path / "k4.json", levels=4))], capsys, "levels")
+    one_line_error(mod.main, ["--compare", str(bad_json)] + out, capsys, "not a readable")
+    one_line_error(mod.main, ["--compare", str(fake_01_metrics(tmp_path / "k4.json", levels=4))]
+                   + out, capsys, "levels")
     lacking = tmp_path / "lacking.json"
     lacking.write_text(json.dumps({"bits_per_pixel": 0.5}))
-    one_line_error(mod.main, ["--compare", str(lacking)], capsys, "lacks")
-    one_line_error(mod.main, ["--load", str(tmp_path / "nothing.pt")], capsys, "not found")
+    one_line_error(mod.main, ["--compare", str(lacking)] + out, capsys, "lacks")
+    one_line_error(mod.main, ["--load", str(tmp_path / "nothing.pt")] + out, capsys,
+                   "not found")
+    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
 
 
 def test_loading_the_wrong_kind_of_model(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("abcdefgh " * 300)
-    mod.main(["--text", str(text), "--context", "8", "--steps", "1", "--batch-size", "2", "--d-model", "8",
-              "--layers", "1", "--heads", "1", "--out", str(tmp_path / "t")])
-    one_line_error(mod.main, ["--load", str(tmp_path / "t" / "model.pt"), "--samples", "4"], capsys, "text model")
+    mod.main(["--text", str(text), "--context", "8", "--steps", "1", "--batch-size", "2",
+              "--d-model", "8", "--layers", "1", "--heads", "1", "--out", str(tmp_path / "t")])
+    one_line_error(mod.main, ["--load", str(tmp_path / "t" / "model.pt"), "--samples", "4",
+                              "--out", str(tmp_path / "d")], capsys, "text model")
+    assert (tmp_path / "t" / "model.pt").is_file()
