@@ -1,0 +1,225 @@
+"""Tests for 08_latent_diffusion.py: the latent's shapes and scale, noising and guidance on
+latents, the clock-limited training of --compare, the contract."""
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import check_gif, check_outputs, one_line_error
+
+ld = importlib.import_module("08_latent_diffusion")
+FAST = settings(max_examples=15, deadline=None)
+SCHED = ld.make_schedule("cosine", 1000)
+
+
+def small_vae(seed=0, channels=4, width=8):
+    torch.manual_seed(seed)
+    return ld.EncoderDecoder(channels, width).eval()
+
+
+# --- the autoencoder and its latents ----------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 4])
+def test_shapes_from_pixels_to_latents_and_back(channels):
+    vae = small_vae(channels=channels)
+    x = torch.rand(5, 1, 28, 28)
+    mu, logvar = vae.encoder(x)
+    assert mu.shape == logvar.shape == (5, channels, 7, 7)
+    assert vae.encode(x).shape == (5, channels, 7, 7)
+    images = vae.decode_mean(vae.encode(x))
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+
+
+def test_latents_are_standardised_per_channel_and_decode_as_before(data):
+    vae = small_vae()
+    with torch.no_grad():  # channels of very different sizes and centres, as training leaves them
+        vae.encoder.net[-1].weight[:4] *= torch.tensor([0.3, 1.0, 5.0, 20.0])[:, None, None, None]
+        vae.encoder.net[-1].bias[:4] += torch.tensor([1.0, -2.0, 0.0, 7.0])
+    x = data.x_train[:300]
+    z = ld.fit_latents(vae, x, torch.device("cpu"))
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(4), atol=1e-3)
+    assert torch.allclose(z.std((0, 2, 3)), torch.ones(4), atol=1e-4)
+    assert vae.bound.item() == pytest.approx(z.abs().max().item())
+    with torch.no_grad():
+        assert torch.allclose(vae.encode(x), z, atol=1e-5)
+        # the decoder sees the posterior mean itself: standardising must not change a picture
+        mu = vae.encoder(x[:8])[0]
+        assert torch.allclose(vae.decode_mean(z[:8]), torch.sigmoid(vae.decoder(mu)), atol=1e-5)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), weight=st.floats(0.0, 2.0))
+def test_vae_loss_is_reconstruction_plus_weighted_kl_over_every_latent_value(seed, weight):
+    vae = small_vae(seed % 5)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, 1, 28, 28, generator=gen)
+    eps = torch.randn(3, 4, 7, 7, generator=gen)
+    loss, parts = ld.vae_loss(vae, x, weight, eps)
+    mu, logvar = vae.encoder(x)
+    logits = vae.decoder(mu + (0.5 * logvar).exp() * eps)
+    log_px = (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).flatten(1).sum(1)
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+                                           torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
+    assert loss.item() == pytest.approx((weight * kl - log_px).mean().item(), rel=1e-4, abs=1e-3)
+    assert parts["kl"] == pytest.approx(kl.mean().item(), rel=1e-4)
+
+
+# --- diffusion on latents ---------------------------------------------------------------------
+@FAST
+@given(t=st.lists(st.integers(1, 1000), min_size=3, max_size=3), seed=st.integers(0, 1000))
+def test_noising_latents_is_the_closed_form(t, seed):
+    gen = torch.Generator().manual_seed(seed)
+    z0, eps = torch.randn(3, 4, 7, 7, generator=gen), torch.randn(3, 4, 7, 7, generator=gen)
+    zt = ld.q_sample(z0, torch.tensor(t), eps, SCHED)
+    assert zt.shape == (3, 4, 7, 7)
+    for i in range(3):
+        ab = SCHED["abar"][t[i]].item()
+        assert torch.allclose(zt[i], math.sqrt(ab) * z0[i] + math.sqrt(1 - ab) * eps[i],
+                              atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    torch.manual_seed(0)
+    m = ld.LatentDenoiser(4, 16, 2).eval()
+    with torch.no_grad():  # a non-zero output layer, so the label changes the prediction
+        for p in m.out.parameters():
+            p.normal_(0, 0.1)
+        m.label_emb.weight.normal_(0, 1)
+    return m
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), t=st.integers(1, 1000), digit=st.integers(0, 9))
+def test_guidance_zero_is_unconditional_and_one_is_conditional(denoiser, seed, t, digit):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(3, 4, 7, 7, generator=gen)
+    tt, labels = torch.full((3,), t), torch.full((3,), digit)
+
+    def eps_at(s):  # the guided noise estimate, unclipped
+        return ld.denoise(denoiser, z, t, labels, s, SCHED, "eps", clip=0.0)[0]
+    with torch.no_grad():
+        eps_c = denoiser(z, tt, labels)
+        eps_u = denoiser(z, tt, torch.full_like(labels, ld.NULL))
+    s = 0.5 + seed % 7
+    assert torch.allclose(eps_at(1.0), eps_c)
+    assert torch.allclose(eps_at(0.0), eps_u)
+    assert torch.allclose(eps_at(s), eps_u + s * (eps_c - eps_u), atol=1e-5)
+    assert not torch.allclose(eps_c, eps_u), "the label must change the prediction"
+
+
+def test_clipping_bounds_the_clean_latent_and_keeps_the_pair_consistent(denoiser):
+    z = 3 * torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(1))
+    eps, z0 = ld.denoise(denoiser, z, 900, torch.tensor([1, 2]), 2.0, SCHED, "eps", clip=1.5)
+    ab = SCHED["abar"][900].item()
+    assert z0.abs().max() <= 1.5
+    assert torch.allclose(math.sqrt(ab) * z0 + math.sqrt(1 - ab) * eps, z, atol=1e-4)
+
+
+def test_samples_are_decoded_latents_and_seeded(denoiser):
+    vae = small_vae()
+    cfg = ld.Config(sample_steps=3, seed=5, channels=16, blocks=2)
+    labels = ld.balanced_labels(6)
+    trace = []
+    a = ld.generate(denoiser, vae, cfg, labels, SCHED, torch.device("cpu"), trace)
+    b = ld.generate(denoiser, vae, cfg, labels, SCHED, torch.device("cpu"))
+    assert a.shape == (6, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert len(trace) == 3 and trace[0][1].shape == (6, 4, 7, 7)  # the trace holds latents
+
+
+@pytest.mark.parametrize("seconds, steps", [(None, 7), (0.0, 11)])
+def test_the_denoiser_trains_for_its_steps_or_as_long_as_the_clock_allows(seconds, steps):
+    cfg = ld.Config(steps=7, batch_size=16, channels=16, blocks=1)
+    z, y = torch.randn(64, 4, 7, 7), torch.arange(64) % 10
+    model, _, done = ld.train_denoiser(cfg, z, y, torch.device("cpu"),
+                                       ld.make_schedule("cosine", 100), seconds)
+    assert done == steps  # with no time at all it stops as soon as it has timed 10 steps
+    assert isinstance(model, ld.LatentDenoiser)
+
+
+# --- the contract and bad inputs ----------------------------------------------------------------
+TINY = ["--steps", "3", "--vae-steps", "3", "--batch-size", "16", "--samples", "40",
+        "--vae-width", "8", "--channels", "16", "--blocks", "1", "--sample-steps", "2"]
+
+
+def test_main_writes_the_contract_and_loads_back(tmp_path):
+    out = tmp_path / "run"
+    ld.main(TINY + ["--out", str(out)])
+    m = check_outputs(out, 40, labelled=True)
+    assert m["latent_values"] == 196 and m["pixel_values"] == 784
+    for key in ("recon_fd", "recon_fd_ratio", "label_accuracy", "vae_steps_per_second",
+                "denoiser_steps_per_second", "sample_seconds_per_image"):
+        assert math.isfinite(m[key]), key
+    assert m["denoiser_steps"] == 3 and "compare" not in m
+    assert (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    assert check_gif(out / "generation.gif") >= 2
+    with np.load(out / "samples.npz") as f:
+        first = f["x"]
+        assert np.bincount(f["y"], minlength=10).tolist() == [4] * 10
+    model_bytes = (out / "model.pt").read_bytes()
+    # Loading into the same folder: the checkpoint stays byte for byte, samples reproduce.
+    ld.main(["--load", str(out / "model.pt"), "--samples", "40", "--sample-steps", "2",
+             "--out", str(out), "--no-gif"])
+    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert not (out / "generation.gif").exists()
+    m2 = check_outputs(out, 40, labelled=True)
+    assert np.array_equal(np.load(out / "samples.npz")["x"], first)
+    assert m2["train_seconds"] == m["train_seconds"] and m2["recon_fd"] == m["recon_fd"]
+    assert m2["config"]["channels"] == 16, "the checkpoint's sizes, not the flags' defaults"
+
+
+def fake_04(path, **changes):
+    m = {"train_seconds": 0.5, "sample_seconds": 4.0, "n": 1000, "fd": 24.8, "fd_ratio": 5.2,
+         "label_accuracy": 0.996, "guidance": 2.0, "config": {"steps": 3000, "batch_size": 128}}
+    m.update(changes)
+    path.write_text(json.dumps(m))
+    return path
+
+
+def test_compare_trains_for_04s_time_and_sets_the_runs_side_by_side(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    m = ld.main(TINY + ["--steps", "100000", "--compare", str(fake_04(tmp_path / "m.json")),
+                        "--no-gif", "--out", str(out)])
+    c = check_outputs(out, 40, labelled=True)["compare"]
+    assert m["denoiser_steps"] < 100000, "the clock, not --steps, ended training"
+    assert c["04"]["fd"] == 24.8 and c["04"]["values_per_image"] == 784
+    assert c["04"]["steps_per_second"] == pytest.approx(3000 / 0.5)
+    assert c["08"]["values_per_image"] == 196 and c["08"]["fd"] == m["fd"]
+    assert c["08"]["steps"] == m["denoiser_steps"]
+    assert c["08"]["train_seconds"] == m["train_seconds"], "the autoencoder counts too"
+    assert "04 (pixels)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--kl-weight", "-1"], "--kl-weight"),
+    (["--latent-channels", "0"], "--latent-channels"),
+    (["--guidance", "-1"], "--guidance"),
+    (["--channels", "20"], "multiple of 8"),
+    (["--channels", "8"], "at least 16"),
+    (["--blocks", "0"], "--blocks"),
+    (["--vae-steps", "0"], "--vae-steps"),
+    (["--target", "noise"], "invalid choice"),
+])
+def test_bad_flags_are_one_line(argv, says, capsys, tmp_path):
+    one_line_error(ld.main, argv + ["--out", str(tmp_path)], capsys, says)
+
+
+def test_bad_compare_files_and_checkpoints_are_one_line(capsys, tmp_path):
+    def refused(path, says):
+        one_line_error(ld.main, ["--compare", str(path), "--out", str(tmp_path / "o")], capsys,
+                       says)
+    refused(tmp_path / "none.json", "not found")
+    (tmp_path / "bad.json").write_text("{not json")
+    refused(tmp_path / "bad.json", "readable")
+    refused(fake_04(tmp_path / "nofd.json", fd=None), "fd")
+    refused(fake_04(tmp_path / "noconfig.json", config={}), "config.steps")
+    assert not (tmp_path / "o").exists(), "refused before anything was created"
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    one_line_error(ld.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
+                   capsys, "checkpoint")
