@@ -49,17 +49,18 @@ NULL = 10  # new in 04: index of the learned "no label" token (labels are 0..9)
 @dataclasses.dataclass
 class Config(common.BaseConfig):  # new in 04: guidance flags; no sweeps of 03's
     steps: int = common.flag(3000, "training steps (optimizer updates)", min=1)
-    batch_size: int = common.flag(128, "images per training step", min=1)
+    batch_size: int = common.flag(64, "images per training step (as 03, section 5 there)",
+                                  min=1)
     samples: int = common.flag(1000, "samples per guidance scale (balanced over the digits)",
                                min=2)
     schedule: str = common.flag("cosine", "noise schedule", choices=["cosine", "linear"])
     timesteps: int = common.flag(1000, "T, the number of small noising steps", min=2)
     target: str = common.flag("eps", "what the network predicts (03, section 4)", choices=TARGETS)
-    weighting: str = common.flag("plain", "loss weighting over noise levels (03, section 4)",
+    weighting: str = common.flag("minsnr", "loss weighting over noise levels (03, section 4)",
                                  choices=["plain", "minsnr"])
     channels: int = common.flag(16, "UNet width at full resolution; a multiple of 8, as "
                                 "GroupNorm splits channels into 8 groups", min=8, multiple_of=8)
-    lr: float = common.flag(2e-3, "peak learning rate", min=1e-6)
+    lr: float = common.flag(4e-3, "peak learning rate", min=1e-6)
     ema: float = common.flag(0.995, "decay of the weights' moving average used for sampling",
                              min=0.0, max=1.0)
     sample_steps: int = common.flag(25, "DDIM steps; each costs two evaluations when guided",
@@ -479,10 +480,17 @@ def main(argv=None):  # new in 04: the guidance sweep instead of 03's sweeps
         rows, grids, (x, result, sample_seconds, trace) = guidance_sweep(
             model, cfg, scales, labels, sched, device, judge)
         real = within_class_diversity(data.x_held[:cfg.samples, 0], data.y_held[:cfg.samples])
-        metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds,
-                   "guidance": cfg.default_guidance, "device": str(device), **result,
-                   "evaluations_per_image": len(trace) * (1 if cfg.default_guidance in (0, 1) else 2),
-                   "real_diversity": real, "sweep": rows, "config": dataclasses.asdict(cfg)}
+        metrics = {
+            "train_seconds": train_seconds,
+            "sample_seconds": sample_seconds,
+            "guidance": cfg.default_guidance,
+            "device": str(device),
+            **result,
+            "evaluations_per_image": len(trace) * (1 if cfg.default_guidance in (0, 1) else 2),
+            "real_diversity": real,
+            "sweep": rows,
+            "config": dataclasses.asdict(cfg),
+        }
         common.save_grid(out / "samples.png", x[:100], nrow=10,
                          title=f"{SCRIPT}: s={cfg.default_guidance:g}")
         common.save_samples(out, x, labels)
