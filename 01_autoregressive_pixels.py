@@ -373,7 +373,7 @@ def report_blur(out, blur, mean_image, data: common.Data, judge, n: int) -> dict
     diff = (blur - mean_image).abs()
     common.save_rows(out / "blur.png", [("", torch.stack([blur, mean_image, diff]))],
                      ["learned", "average", "|diff.|"])
-    return {"blur_rms_to_mean": off,
+    return {"blur_rms_to_mean": off, "digit_rms_to_mean": spread,
             **{f"blur_{k}": result[k] for k in ("fd", "fd_ratio", "confidence", "coverage")}}
 
 

@@ -16,9 +16,14 @@ step() {  # step NAME OUT COMMAND...: run it, then record its wall time
     shift 2
     echo "== $name: $*"
     local start=$EPOCHREALTIME
-    "$@"
-    python scripts/results.py record "$name" "$out" "$start" "$EPOCHREALTIME" -- "$@"
+    if "$@"; then
+        python scripts/results.py record "$name" "$out" "$start" "$EPOCHREALTIME" -- "$@"
+    else  # go on: the other steps' numbers are still worth having
+        echo "== $name FAILED"
+        failed="$failed $name"
+    fi
 }
+failed=""
 
 python scripts/results.py reference   # the machine's speed before the runs...
 
@@ -35,13 +40,22 @@ step 08 runs/08_latent_diffusion python 08_latent_diffusion.py
 # The runs behind the claims table.
 step 03_sweep runs/03_sweep python 03_ddpm.py --load runs/03_ddpm/model.pt \
     --samples 500 --sweep-steps 5,10,25,50,100 --no-gif --out runs/03_sweep
-step 03_targets runs/03_targets python 03_ddpm.py --steps 1200 \
-    --compare-targets x0,v,xprev,eps+minsnr --no-gif --out runs/03_targets
+step 03_targets runs/03_targets python scripts/compare_targets.py --steps 1000 --samples 500 \
+    --no-gif --out runs/03_targets
 step 03_noclip runs/03_noclip python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip \
     --no-gif --out runs/03_noclip
 step 07_compare runs/07_compare python 07_causal_transformer.py --no-gif \
     --compare runs/01_autoregressive_pixels/metrics.json --out runs/07_compare
+step 07_maskcost runs/07_maskcost python 07_causal_transformer.py --no-gif --samples 100 \
+    --load runs/07_causal_transformer/model.pt --mask-cost 1000 --batch-size 16 \
+    --out runs/07_maskcost
+step 08_compare runs/08_compare python 08_latent_diffusion.py --no-gif \
+    --compare runs/04_cfg/metrics.json --out runs/08_compare
 
 python scripts/results.py reference   # ...and after them
 python scripts/results.py collect     # runs/ -> docs/results.json and the pictures in docs/
 python scripts/results.py render      # docs/results.json -> README.md, docs/results.md
+if [ -n "$failed" ]; then
+    echo "failed:$failed" >&2
+    exit 1
+fi
