@@ -252,8 +252,8 @@ class UNet(nn.Module):
 # gamma = 5 whatever the target; for eps it turns down the low-noise steps.
 # Measured here at one budget for all of them: README, claims table. x0 won,
 # and the course still predicts the noise, as DDPM and most later work do;
-# with min-SNR weighting (the default) eps reached the plain loss's quality in
-# about half the training compute (docs/experiments.md).
+# with min-SNR weighting (the default) eps comes close to the plain loss's
+# quality in about half the training compute (docs/experiments.md).
 def predictions(out, xt, t, sched: dict, target: str):
     """The network output at timesteps t (B,) -> (eps_hat, x0_hat), each (B, 1, 28, 28)."""
     abar = at(sched, "abar", t)

@@ -16,7 +16,7 @@ the pixel two to its left). It reads nothing at or after the pixel to predict,
 but the comparison with chapter 01 (--compare) depends on it: the plain GPT
 (--no-hint) did not beat 01 (README, claims table).
 
-Before: 01_autoregressive_pixels.py. This is the course's closing point: the
+Before: 01_autoregressive_pixels.py. After: 08_latent_diffusion.py. This is the
 architecture of large language models, trained as they are; the same model
 learns the characters of a text (--text).
 

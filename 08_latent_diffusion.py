@@ -51,7 +51,7 @@ PIXELS = 28 * 28
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):  # new in 08: the autoencoder's flags, then 04's
-    steps: int = common.flag(6000, "the denoiser's training steps", min=1)
+    steps: int = common.flag(2500, "the denoiser's training steps", min=1)
     batch_size: int = common.flag(128, "images (latents) per training step", min=1)
     samples: int = common.flag(1000, "samples to draw (balanced over the digits)", min=2)
     vae_steps: int = common.flag(2000, "the autoencoder's training steps", min=1)

@@ -347,36 +347,13 @@ def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
 
 
 def test_bad_data_and_checkpoints(capsys, tmp_path):
-    one_line_error(
-        ddpm.main,
-        ["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)],
-        capsys,
-        "not found",
-    )
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
-    one_line_error(
-        ddpm.main,
-        ["--data", str(tmp_path / "corrupt.npz"), "--out", str(tmp_path)],
-        capsys,
-        "readable",
-    )
     np.savez(tmp_path / "shape.npz", x=np.zeros((120, 32, 32), np.uint8), y=np.zeros(120, np.int64))
-    one_line_error(
-        ddpm.main,
-        ["--data", str(tmp_path / "shape.npz"), "--out", str(tmp_path)],
-        capsys,
-        "(N, 28, 28)",
-    )
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    one_line_error(
-        ddpm.main,
-        ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
-        capsys,
-        "checkpoint",
-    )
-    one_line_error(
-        ddpm.main,
-        ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
-        capsys,
-        "not found",
-    )
+    for flag, name, says in [("--data", "none.npz", "not found"),
+                             ("--data", "corrupt.npz", "readable"),
+                             ("--data", "shape.npz", "(N, 28, 28)"),
+                             ("--load", "bad.pt", "checkpoint"),
+                             ("--load", "missing.pt", "not found")]:
+        one_line_error(ddpm.main, [flag, str(tmp_path / name), "--out", str(tmp_path)], capsys,
+                       says)

@@ -184,16 +184,7 @@ def test_bad_inputs_are_one_line(argv, says, capsys, tmp_path):
 
 def test_bad_data_and_checkpoint(capsys, tmp_path):
     np.savez(tmp_path / "labels.npz", x=np.zeros((120, 28, 28), np.uint8), y=np.full(120, 12))
-    one_line_error(
-        cfg_mod.main,
-        ["--data", str(tmp_path / "labels.npz"), "--out", str(tmp_path)],
-        capsys,
-        "0-9",
-    )
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    one_line_error(
-        cfg_mod.main,
-        ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
-        capsys,
-        "checkpoint",
-    )
+    for flag, name, says in [("--data", "labels.npz", "0-9"), ("--load", "bad.pt", "checkpoint")]:
+        one_line_error(cfg_mod.main, [flag, str(tmp_path / name), "--out", str(tmp_path)],
+                       capsys, says)
