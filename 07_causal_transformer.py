@@ -35,7 +35,6 @@ import common  # first: from here on Ctrl-C prints one line, even while torch lo
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -732,17 +731,7 @@ COMPARE_KEYS = ("bits_per_pixel", "train_seconds", "targets_per_second", "fd", "
 
 def read_other_metrics(path: str, levels: int) -> dict:
     """Chapter 01's metrics.json, checked: the keys the table needs, and the same K."""
-    try:
-        other = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise common.UserError(f"--compare: {path} not found (run 01 first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise common.UserError(f"--compare: {path} is not a readable metrics.json "
-                               f"({type(e).__name__})") from None
-    missing = [k for k in COMPARE_KEYS if not isinstance(other, dict)
-               or not isinstance(other.get(k), (int, float))]
-    if missing:
-        raise common.UserError(f"--compare: {path} lacks {', '.join(missing)}")
+    other = common.read_metrics(path, COMPARE_KEYS, "01_autoregressive_pixels.py")
     if other.get("levels", levels) != levels:  # bits per pixel depend on K
         raise common.UserError(f"--compare: {path} used K={other['levels']} levels; pass "
                                f"--levels {other['levels']}")

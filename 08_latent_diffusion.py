@@ -31,10 +31,8 @@ import common  # first: from here on Ctrl-C prints one line, even while torch lo
 
 import copy
 import dataclasses
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -580,19 +578,9 @@ COMPARE_KEYS = ("train_seconds", "sample_seconds", "n", "fd", "fd_ratio", "label
 
 def read_04_metrics(path: str) -> dict:
     """Chapter 04's metrics.json, checked: the keys the table needs."""
-    try:
-        other = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise common.UserError(f"--compare: {path} not found (run 04_cfg.py first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise common.UserError(f"--compare: {path} is not a readable metrics.json "
-                               f"({type(e).__name__})") from None
-    if not isinstance(other, dict):
-        raise common.UserError(f"--compare: {path} holds no JSON object")
+    other = common.read_metrics(path, COMPARE_KEYS, "04_cfg.py")
     config = other["config"] if isinstance(other.get("config"), dict) else {}
-    missing = [k for k in COMPARE_KEYS if not isinstance(other.get(k), (int, float))]
-    missing += [f"config.{k}" for k in ("steps", "batch_size")
-                if not isinstance(config.get(k), int)]
+    missing = [f"config.{k}" for k in ("steps", "batch_size") if not isinstance(config.get(k), int)]
     if missing:
         raise common.UserError(f"--compare: {path} lacks {', '.join(missing)}")
     return other

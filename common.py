@@ -538,6 +538,24 @@ def save_metrics(out: Path, metrics: dict) -> Path:
     return path
 
 
+def read_metrics(path: str, keys, run_first: str) -> dict:
+    """Another run's metrics.json (for --compare), checked: a JSON object with a number at
+    every one of `keys`; `run_first` names the script that writes it, for the error line."""
+    try:
+        other = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--compare: {path} not found (run {run_first} first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--compare: {path} is not a readable metrics.json "
+                        f"({type(e).__name__})") from None
+    if not isinstance(other, dict):
+        raise UserError(f"--compare: {path} holds no JSON object")
+    missing = [k for k in keys if not isinstance(other.get(k), (int, float))]
+    if missing:
+        raise UserError(f"--compare: {path} lacks {', '.join(missing)}")
+    return other
+
+
 def print_summary(metrics: dict, keys: list[str]) -> None:
     """The run's last lines: times and quality figures, as in metrics.json."""
     print("--- summary ---")

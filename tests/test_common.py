@@ -899,3 +899,17 @@ def test_progress_stops_a_diverged_run_naming_the_step(value, capsys):
     p.update(1, loss=0.5)
     err = one_line_error(lambda argv: p.update(7, loss=value), [], capsys, "diverged at step 7")
     assert "--lr" in err
+
+
+def test_read_metrics_checks_what_compare_needs(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"fd": 3.5, "train_seconds": 10, "note": "x"}))
+    assert common.read_metrics(str(good), ["fd", "train_seconds"], "01")["fd"] == 3.5
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "text.json").write_text(json.dumps({"fd": "3.5", "train_seconds": 10}))
+    for name, says in [("absent.json", "run 01 first"), ("list.json", "no JSON object"),
+                       ("broken.json", "not a readable"), ("text.json", "lacks fd")]:
+        one_line_error(lambda argv: common.read_metrics(str(tmp_path / name),
+                                                        ["fd", "train_seconds"], "01"),
+                       [], capsys, says)
