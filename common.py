@@ -173,17 +173,15 @@ def bundled_data_path() -> Path:
 def check_arrays(x, y, where: str, minimum: int = MIN_IMAGES) -> None:
     """Validate a digit set: x uint8 (N, 28, 28), y integer labels 0-9 of length N >= minimum."""
     if not isinstance(x, np.ndarray) or x.ndim != 3 or tuple(x.shape[1:]) != (SIDE, SIDE):
-        raise UserError(
-            f"{where}: 'x' must have shape (N, 28, 28), got {getattr(x, 'shape', None)}"
-        )
+        raise UserError(f"{where}: 'x' must have shape (N, 28, 28), "
+                        f"got {getattr(x, 'shape', None)}")
     if x.dtype != np.uint8:
         raise UserError(f"{where}: 'x' must be uint8 (0-255), got {x.dtype}")
     if len(x) < minimum:
         raise UserError(f"{where}: need at least {minimum} images, got {len(x)}")
     if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(x):
-        raise UserError(
-            f"{where}: 'y' must have shape ({len(x)},), got {getattr(y, 'shape', None)}"
-        )
+        raise UserError(f"{where}: 'y' must have shape ({len(x)},), "
+                        f"got {getattr(y, 'shape', None)}")
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"{where}: 'y' must hold integer labels, got {y.dtype}")
     if y.min() < 0 or y.max() > 9:
@@ -293,9 +291,8 @@ def download_file(name: str, sha256: str, folder: Path, mirrors: list[str],
                 raise OSError(f"transfer cut short ({copied} of {expected} bytes)")
             got = sha256_of(Path(tmp))
             if got != sha256:
-                raise OSError(
-                    f"checksum mismatch (sha256 {got[:12]}..., expected {sha256[:12]}...)"
-                )
+                raise OSError(f"checksum mismatch (sha256 {got[:12]}..., "
+                              f"expected {sha256[:12]}...)")
             os.replace(tmp, target)
             return target
         except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
@@ -771,16 +768,10 @@ class JudgeNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # (B,1,28,28) -> (B,32,14,14)
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # -> (B,64,7,7)
-            nn.Flatten(),
-            nn.Dropout(0.3),
-            nn.Linear(64 * 7 * 7, self.FEATURES),
-            nn.ReLU(),  # -> (B,128): FD's features
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # -> (B,32,14,14)
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # -> (B,64,7,7)
+            nn.Flatten(), nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, self.FEATURES), nn.ReLU(),              # -> (B,128): features
         )
         self.head = nn.Linear(self.FEATURES, 10)
 

@@ -5,8 +5,8 @@ time means little on its own. This times 10 training steps of a fixed small
 convolutional network (batch 32, 28x28 images: the kind of work the diffusion
 chapters do) with torch's default threads, after 3 warm-up steps, and prints
 the median seconds per step over 5 repeats. A run's wall time divided by this
-figure, measured in the same quiet session, is its cost in reference steps:
-far steadier across days and machines than seconds.
+figure, measured on the same quiet machine within the same hour, is its cost in
+reference steps: far steadier across days and machines than seconds.
 
     python scripts/reference_step.py
 """

@@ -68,12 +68,8 @@ def test_q_sample_is_the_closed_form():
 
 
 @FAST
-@given(
-    kind=st.sampled_from(["linear", "cosine"]),
-    t=st.integers(2, 100),
-    x0=st.floats(-1, 1),
-    xt=st.floats(-3, 3),
-)
+@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(2, 100), x0=st.floats(-1, 1),
+       xt=st.floats(-3, 3))
 def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
     """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0, derived
     independently: x_{t-1} ~ N(sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}),
@@ -93,9 +89,8 @@ def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
 def _noised(t: int, T: int = 1000, seed: int = 1):
     sched = ddpm.make_schedule("cosine", T)
     gen = torch.Generator().manual_seed(seed)
-    x0, eps = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1, torch.randn(
-        2, 1, 28, 28, generator=gen
-    )
+    x0 = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1
+    eps = torch.randn(2, 1, 28, 28, generator=gen)
     tt = torch.full((2,), t)
     return sched, x0, eps, tt, ddpm.q_sample(x0, tt, eps, sched)
 
@@ -179,17 +174,8 @@ def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, cli
     if sampler == "ddpm":
         x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen, clip=clip)
     else:
-        x = ddpm.ddim_sample(
-            model,
-            3,
-            sched,
-            target,
-            10,
-            "cpu",
-            gen,
-            eta=1.0 if sampler == "ddim-stochastic" else 0.0,
-            clip=clip,
-        )
+        eta = 1.0 if sampler == "ddim-stochastic" else 0.0
+        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=eta, clip=clip)
     assert torch.allclose(x, image.expand(3, -1, -1, -1), atol=1e-3)
 
 
@@ -202,12 +188,8 @@ def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
     image = ddpm.to_model_space(data.x_train[:1])
     perfect = PerfectDenoiser(image, sched, "eps")
     model = lambda x, tt: perfect(x, tt) + err  # noqa: E731  (the same error at every pixel)
-    xt = ddpm.q_sample(
-        image,
-        torch.tensor([t]),
-        torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(t)),
-        sched,
-    )
+    noise = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(t))
+    xt = ddpm.q_sample(image, torch.tensor([t]), noise, sched)
     ab = sched["abar"][t].item()
     _, x0 = ddpm.denoise(model, xt, t, sched, "eps", clip=False)
     gain = math.sqrt((1 - ab) / ab)

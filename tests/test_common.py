@@ -288,14 +288,8 @@ def test_wrong_cached_file_is_replaced(mirror, tmp_path):
 
 def test_unreachable_mirror_is_one_line_naming_mnist5k(mirror, tmp_path, capsys):
     folder = tmp_path / "mnist"
-    one_line_error(
-        lambda argv: common.load_mnist(
-            folder=folder, mirrors=[mirror["closed"]], files=mirror["files"]
-        ),
-        [],
-        capsys,
-        "mnist5k",
-    )
+    one_line_error(lambda argv: common.load_mnist(folder=folder, mirrors=[mirror["closed"]],
+                                                  files=mirror["files"]), [], capsys, "mnist5k")
     assert list(folder.iterdir()) == []
 
 
@@ -354,20 +348,15 @@ def test_autocast_bf16_on_cuda_only():
     with common.autocast(torch.device("cpu")):
         assert (x @ x).dtype == torch.float32
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # constructing a CUDA autocast here warns that CUDA is absent
+        # constructing a CUDA autocast here warns that CUDA is absent
+        warnings.simplefilter("ignore")
         ctx = common.autocast(torch.device("cuda"))
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
 
 
 def _draws(gen):
-    return (
-        random.random(),
-        np.random.rand(3).tolist(),
-        torch.rand(3).tolist(),
-        torch.rand(3, generator=gen).tolist(),
-    )
+    return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(),
+            torch.rand(3, generator=gen).tolist())
 
 
 @FAST
@@ -395,59 +384,23 @@ class Config(common.BaseConfig):
 
 # Scripts written with `from __future__ import annotations` hand parse_config types as strings.
 StringConfig = dataclasses.make_dataclass(
-    "StringConfig",
-    [
-        ("width", "int", dataclasses.field(default=8, metadata={"min": 1})),
-        ("scale", "float", dataclasses.field(default=0.5)),
-        ("fast", "bool", dataclasses.field(default=False)),
-    ],
-    bases=(common.BaseConfig,),
-)
+    "StringConfig", [("width", "int", dataclasses.field(default=8, metadata={"min": 1})),
+                     ("scale", "float", dataclasses.field(default=0.5)),
+                     ("fast", "bool", dataclasses.field(default=False))],
+    bases=(common.BaseConfig,))
 
 
 def test_defaults_and_dash_flags():
     assert common.parse_config(common.BaseConfig, []) == common.BaseConfig()
     cfg = common.parse_config(Config, [])
     assert cfg == Config() and cfg.steps == 300 and cfg.use_ema is True
-    cfg = common.parse_config(
-        Config,
-        [
-            "--batch-size",
-            "8",
-            "--no-use-ema",
-            "--mode",
-            "b",
-            "--lr",
-            "0.5",
-            "--steps",
-            "7",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-            "--data",
-            "x.npz",
-            "--out",
-            "o",
-            "--load",
-            "m.pt",
-            "--samples",
-            "9",
-        ],
-    )
-    assert (
-        cfg.batch_size,
-        cfg.use_ema,
-        cfg.mode,
-        cfg.lr,
-        cfg.steps,
-        cfg.seed,
-        cfg.device,
-        cfg.data,
-        cfg.out,
-        cfg.load,
-        cfg.samples,
-    ) == (8, False, "b", 0.5, 7, 3, "cpu", "x.npz", "o", "m.pt", 9)
+    argv = ["--batch-size", "8", "--no-use-ema", "--mode", "b", "--lr", "0.5", "--steps", "7",
+            "--seed", "3", "--device", "cpu", "--data", "x.npz", "--out", "o", "--load", "m.pt",
+            "--samples", "9"]
+    cfg = common.parse_config(Config, argv)
+    assert (cfg.batch_size, cfg.use_ema, cfg.mode, cfg.lr, cfg.steps, cfg.seed, cfg.device,
+            cfg.data, cfg.out, cfg.load, cfg.samples) == \
+        (8, False, "b", 0.5, 7, 3, "cpu", "x.npz", "o", "m.pt", 9)
     cfg = common.parse_config(StringConfig, ["--width", "16", "--scale", "2", "--fast"])
     assert (cfg.width, cfg.scale, cfg.fast) == (16, 2.0, True)
 
