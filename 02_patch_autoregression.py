@@ -47,17 +47,12 @@ ORDERS = ("contiguous", "scattered")
 @dataclasses.dataclass
 class Config(common.BaseConfig):
     steps: int = common.flag(6000, "training steps per order (two networks are trained)", min=1)
-    batch_size: int = common.flag(64, "images per training step", min=1)
-    samples: int = common.flag(500, "N: samples generated and judged at every point of the "
-                               "sweep", min=2)
-    ks: str = common.flag("1,4,16,49,196,784", "the sweep: pixels revealed per network "
-                          "evaluation (each must divide 784)")
+    samples: int = common.flag(500, "N: samples generated and judged per (order, k)", min=2)
+    ks: str = common.flag("1,4,16,49,196,784", "the sweep: pixels per evaluation, dividing 784")
     k: int = common.flag(16, "the headline setting written to samples.npz (with --order)", min=1)
     order: str = common.flag("scattered", "order of the headline setting", choices=list(ORDERS))
-    train_k: int = common.flag(0, "0: train on every k of --ks at random (one network serves "
-                               "the sweep); or one k only", min=0)
-    levels: int = common.flag(2, "K, intensity levels per pixel (2 = black/white, as in 01)",
-                              min=2, max=256)
+    train_k: int = common.flag(0, "train on this k only (0: on every k of --ks)", min=0)
+    levels: int = common.flag(2, "K, grey levels per pixel (2: black/white, as 01)", min=2, max=256)
     hidden: int = common.flag(1024, "width of the network's two hidden layers", min=8)
     lr: float = common.flag(2e-3, "Adam learning rate (decays to 0 along a cosine)", min=0.0)
     gen_batch: int = common.flag(128, "images per network evaluation while generating", min=1)
@@ -186,10 +181,8 @@ def training_masks(order: str, ks: list[int], n: int, gen: torch.Generator) -> t
 
 def masked_loss(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean over images of the mean cross-entropy on that image's weighted pixels only.
-
-    logits (B, K, 784), classes (B, 784), weights (B, 784) in {0, 1}. Pixels
-    with weight 0 (the revealed ones) contribute exactly zero, and so does their gradient.
-    """
+    logits (B, K, 784), classes (B, 784), weights (B, 784) in {0, 1}. Pixels with weight 0
+    (the revealed ones) contribute exactly zero, and so does their gradient."""
     nll = F.cross_entropy(logits, classes, reduction="none")   # (B, 784): -log p(x_p | known)
     return ((nll * weights).sum(1) / weights.sum(1).clamp_min(1)).mean()
 
@@ -250,11 +243,9 @@ UNKNOWN = 0.3  # the grey that stands for "not drawn yet" in the animation
 @torch.no_grad()
 def generate(net: nn.Module, order: str, k: int, n: int, levels: int, gen: torch.Generator,
              device: torch.device, batch: int = 128, trace: list | None = None) -> torch.Tensor:
-    """n images (n, 784) of level indices, made in 784/k network evaluations each.
-
-    `trace` (a list), if given, receives the first 8 images after every step as
-    values (8, 784), with the pixels not drawn yet at the grey UNKNOWN.
-    """
+    """n images (n, 784) of level indices, made in 784/k network evaluations each. `trace`
+    (a list), if given, receives the first 8 images after every step as values (8, 784),
+    with the pixels not drawn yet at the grey UNKNOWN."""
     g = groups(order, k, n, gen)                                         # (n, 784)
     out = []
     for lo in range(0, n, batch):
@@ -324,10 +315,8 @@ def mean_pair_correlation(blocks: np.ndarray, tiny: float = 1e-10) -> float:
 
 def step_covariances(cov: np.ndarray, steps: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
     """(S, k, k): each step's pixels' covariance C given all earlier steps' pixels.
-
     steps (S, k): the pixels of each step. With the pixels in generation order,
-    S + ridge I = L L^T (Cholesky), and C_s = L_ss L_ss^T - ridge I for every s at once.
-    """
+    S + ridge I = L L^T (Cholesky), and C_s = L_ss L_ss^T - ridge I for every s at once."""
     n_steps, k = steps.shape
     p = steps.ravel()
     chol = np.linalg.cholesky(cov[np.ix_(p, p)] + ridge * np.eye(len(p)))
@@ -352,72 +341,67 @@ def dependence(cov: np.ndarray, order: str, k: int, gen: torch.Generator,
 SWEEP_KEYS = ("fd", "fd_ratio", "confidence", "score", "coverage", "memorised", "n")
 
 
-def parse_ks(text: str) -> list[int]:
-    ks = common.parse_list(text, int, "ks")
-    for k in ks:
-        check_k(k, "ks")
+def parse_ks(cfg: Config) -> list[int]:
+    """--ks, sorted; every k of it, --k and --train-k (0: all of --ks) must divide 784."""
+    ks = common.parse_list(cfg.ks, int, "ks")
+    for name, k in [("ks", k) for k in ks] + [("k", cfg.k), ("train-k", cfg.train_k or 1)]:
+        check_k(k, name)
     return sorted(set(ks))
 
 
-def run_sweep(nets: dict, ks: list[int], cfg: Config, judge: common.Judge,
-              device: torch.device, cov: np.ndarray) -> tuple[list[dict], dict, dict]:
-    """Every (order, k): N samples, judged, beside the dependence of its steps on real
-    digits. Returns the table rows, the images, and the traces at --k (the animation)."""
-    rows, images, traces = [], {}, {}
+def run_sweep(nets: dict, ks: list[int], cfg: Config, data: common.Data, judge: common.Judge,
+              device: torch.device) -> tuple[dict, dict, float]:
+    """Every order and k of --ks and --k: N samples, judged, beside the dependence of its steps
+    on real digits. Returns {(order, k): row (samples at "x")}, the traces at --k, seconds."""
+    sweep, traces, begin = {}, {o: [] for o in ORDERS}, time.perf_counter()
+    cov = pixel_covariance(data.x_held, cfg.levels)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # not training's: --load draws the same
     dep_gen = torch.Generator().manual_seed(cfg.seed)
     for order in ORDERS:
-        for k in ks:
-            trace = traces.setdefault(order, []) if k == cfg.k else None
+        for k in sorted(set(ks) | {cfg.k}):
             start = time.perf_counter()
             c = generate(nets[order], order, k, cfg.samples, cfg.levels, gen, device,
-                         cfg.gen_batch, trace)
+                         cfg.gen_batch, traces[order] if k == cfg.k else None)
             seconds = time.perf_counter() - start
             x = to_values(c, cfg.levels).view(-1, SIDE, SIDE)
             r, (dep, dep_half) = judge.evaluate(x), dependence(cov, order, k, dep_gen)
-            rows.append({"order": order, "k": k, "evaluations": PIXELS // k, "seconds": seconds,
-                         **{key: r[key] for key in SWEEP_KEYS}, "dependence": dep,
-                         "dependence_given_half": dep_half, "result": r})
-            images[(order, k)] = x
+            sweep[order, k] = dict(order=order, k=k, evaluations=PIXELS // k, seconds=seconds,
+                                   **{key: r[key] for key in SWEEP_KEYS}, dependence=dep,
+                                   dependence_given_half=dep_half, result=r, x=x)
             print(f"{order:10s} k={k:3d} ({PIXELS // k:3d} evaluations, {seconds:5.1f}s), "
                   f"dependence {dep:.3f}, given half {dep_half:.3f}: " + common.describe(r))
-    return rows, images, traces
+    return sweep, traces, time.perf_counter() - begin
 
 
-# %% 8. Reporting: the curve, rows of samples, the animation
-def order_gap(rows: list[dict]) -> dict:
+# %% 8. Reporting: the samples, the curve, rows of samples, the animation
+def order_gap(sweep: dict) -> dict:
     """FD(contiguous) / FD(scattered) at every k: 1 at k=1 if the training is fair."""
-    fd = {(r["order"], r["k"]): r["fd"] for r in rows}
-    return {str(k): fd[("contiguous", k)] / max(fd[("scattered", k)], 1e-12)
-            for k in sorted({r["k"] for r in rows})}
+    return {str(k): sweep["contiguous", k]["fd"] / max(r["fd"], 1e-12)
+            for (order, k), r in sweep.items() if order == "scattered"}
 
 
-def save_figures(out, rows: list[dict], images: dict, blur: torch.Tensor, blur_fd: float,
-                 n: int) -> None:
-    series = [(o, [r["evaluations"] for r in rows if r["order"] == o],
-               [r["fd"] for r in rows if r["order"] == o]) for o in ORDERS]
-    series.append(("the mean image (01's blur)", [1, PIXELS], [blur_fd, blur_fd]))
-    common.save_curves(out / "fd_vs_evaluations.png", series,
+def save_figures(out, cfg: Config, sweep: dict, traces: dict, blur: torch.Tensor,
+                 blur_fd: float) -> None:
+    """samples.png (--order at --k), fd_vs_evaluations.png, sweep_samples.png, and
+    generation.gif: both orders at --k, one frame per step, at most 64 (ending on the last)."""
+    head = sweep[cfg.order, cfg.k]
+    common.save_grid(out / "samples.png", head["x"][:64],
+                     title=f"{cfg.order}, k={cfg.k}: {PIXELS // cfg.k} evaluations")
+    curves = [(o, [r["evaluations"] for r in sweep.values() if r["order"] == o],
+               [r["fd"] for r in sweep.values() if r["order"] == o]) for o in ORDERS]
+    common.save_curves(out / "fd_vs_evaluations.png",
+                       curves + [("the mean image (01's blur)", [1, PIXELS], [blur_fd] * 2)],
                        "network evaluations per image (784 / k)",
-                       f"FD (N={n}; lower is better)", rows[0]["result"]["fd_floor"])
-    ks = sorted({r["k"] for r in rows})
-    shown = [k for k in (1, 16, 196, 784) if k in ks] or ks
-    grid = [(f"{o}\nk={k}", images[(o, k)][:10]) for o in ORDERS for k in shown]
-    grid.append(("01's blur\n(the mean)", blur.view(1, SIDE, SIDE).expand(10, SIDE, SIDE)))
-    common.save_rows(out / "sweep_samples.png", grid,
-                     title="k pixels per network evaluation, 784/k evaluations per digit")
-
-
-def save_animation(out, traces: dict, k: int, most: int = 64) -> None:
-    """generation.gif: both orders side by side at the same k, one frame per step
-    (thinned to at most `most` frames when k is small), the last one held."""
-    n_steps = len(traces[ORDERS[0]])
-    shown = sorted(set(range(0, n_steps, math.ceil(n_steps / most))) | {n_steps - 1})
-    frames = [torch.cat([traces[o][s] for o in ORDERS]).view(-1, SIDE, SIDE) for s in shown]
-    captions = [f"k={k}: step {s + 1} of {n_steps}, {k * (s + 1)} of {PIXELS} pixels drawn"
-                for s in shown]
-    common.save_animation(out / "generation.gif", frames, captions,
-                          len(traces[ORDERS[0]][0]), row_labels=list(ORDERS))
+                       f"FD (N={cfg.samples}; lower is better)", head["result"]["fd_floor"])
+    rows = [(f"{order}\nk={k}", r["x"][:10]) for (order, k), r in sweep.items()]
+    common.save_rows(out / "sweep_samples.png", rows + [("01's blur", blur.view(1, SIDE, SIDE))])
+    if cfg.gif:
+        n = len(traces[cfg.order])
+        shown = range(n - 1, -1, -math.ceil(n / 64))[::-1]
+        frames = [torch.cat([traces[o][s] for o in ORDERS]).view(-1, SIDE, SIDE) for s in shown]
+        common.save_animation(out / "generation.gif", frames,
+                              [f"k={cfg.k}: step {s + 1} of {n}, {cfg.k * (s + 1)} pixels drawn"
+                               for s in shown], len(frames[0]) // 2, row_labels=list(ORDERS))
 
 
 # %% 9. Putting it together
@@ -425,62 +409,48 @@ SUMMARY = ["train_seconds", "sample_seconds", "sweep_seconds", "order", "k", "ev
            "fd", "fd_floor", "fd_ratio", "score", "confidence", "coverage", "memorised"]
 
 
-def load_nets(cfg: Config, device: torch.device) -> tuple[dict, dict]:
-    """Both networks from --load; the architecture is the checkpoint's, whatever the flags say."""
+def train_or_load(cfg: Config, ks: list[int], data: common.Data, gen: torch.Generator,
+                  device: torch.device, out) -> tuple[dict, dict]:
+    """Both networks, trained and saved, or from --load: then the architecture is the
+    checkpoint's, whatever the flags say. Returns (nets, extra)."""
+    if not cfg.load:
+        nets, extra = train_both(cfg, [cfg.train_k] if cfg.train_k else ks, data, gen, device)
+        common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
+                               {o: net.state_dict() for o, net in nets.items()}, extra)
+        return nets, extra
     ckpt = common.load_checkpoint(cfg.load, SCRIPT)
     cfg.levels, cfg.hidden = int(ckpt["config"]["levels"]), int(ckpt["config"]["hidden"])
-    nets = {}
-    for order in ORDERS:
-        if order not in ckpt["state"]:
-            raise common.UserError(f"{cfg.load}: has no network for the {order} order")
-        nets[order] = MaskedPixelNet(cfg.levels, cfg.hidden).to(device)
-        common.load_state(nets[order], ckpt["state"][order], cfg.load)
-        nets[order].eval()
+    nets = {o: MaskedPixelNet(cfg.levels, cfg.hidden).to(device).eval() for o in ORDERS}
+    for order, net in nets.items():  # a network missing fails as a mismatch, in one line
+        common.load_state(net, ckpt["state"].get(order, {}), cfg.load)
+    common.copy_checkpoint(cfg.load, out)
     print(f"loaded {cfg.load} (levels {cfg.levels}, hidden {cfg.hidden}); skipping training")
     return nets, ckpt["extra"]
 
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
-    ks = parse_ks(cfg.ks)
-    check_k(cfg.k)
-    if cfg.train_k:
-        check_k(cfg.train_k, "train-k")
+    ks = parse_ks(cfg)
     with common.run_folder(cfg, __file__) as out:
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.Judge.load(data)
-        if cfg.load:
-            nets, extra = load_nets(cfg, device)
-            common.copy_checkpoint(cfg.load, out)
-        else:
-            nets, extra = train_both(cfg, [cfg.train_k] if cfg.train_k else ks, data, gen, device)
-            common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
-                                   {o: n.state_dict() for o, n in nets.items()}, extra)
-        start = time.perf_counter()
-        rows, images, traces = run_sweep(nets, sorted(set(ks) | {cfg.k}), cfg, judge, device,
-                                         pixel_covariance(data.x_held, cfg.levels))
-        sweep_seconds = time.perf_counter() - start
+        nets, extra = train_or_load(cfg, ks, data, gen, device, out)
+        sweep, traces, sweep_seconds = run_sweep(nets, ks, cfg, data, judge, device)
         blur = mean_image(nets["scattered"], cfg.levels, device)
         blur_fd = judge.evaluate(blur.view(1, SIDE, SIDE).expand(cfg.samples, SIDE, SIDE))["fd"]
-        save_figures(out, rows, images, blur, blur_fd, cfg.samples)
-        head = next(r for r in rows if r["order"] == cfg.order and r["k"] == cfg.k)
-        x = images[(cfg.order, cfg.k)]
-        common.save_grid(out / "samples.png", x[:64],
-                         title=f"{cfg.order}, k={cfg.k}: {PIXELS // cfg.k} evaluations")
-        common.save_samples(out, x)
-        if cfg.gif:
-            save_animation(out, traces, cfg.k)
-        print(common.describe(head["result"], prefix=f"{cfg.order} k={cfg.k}: "))
-        metrics = {"train_seconds": extra.get("train_seconds", 0.0),
+        save_figures(out, cfg, sweep, traces, blur, blur_fd)
+        head = sweep[cfg.order, cfg.k]
+        common.save_samples(out, head["x"])
+        # extra: train_seconds, train_ks and the final losses, from training or the checkpoint
+        metrics = {"train_seconds": 0.0, "train_ks": None, **extra,
                    "sample_seconds": head["seconds"], "sweep_seconds": sweep_seconds,
                    **head["result"], "order": cfg.order, "k": cfg.k,
-                   "evaluations": PIXELS // cfg.k, "levels": cfg.levels,
-                   "train_ks": extra.get("train_ks"), "blur_fd": blur_fd,
-                   "sweep": [{key: v for key, v in r.items() if key != "result"} for r in rows],
-                   "fd_contiguous_over_scattered": order_gap(rows),
-                   **{key: v for key, v in extra.items() if key.startswith("final_loss")},
+                   "evaluations": PIXELS // cfg.k, "levels": cfg.levels, "blur_fd": blur_fd,
+                   "sweep": [{key: v for key, v in r.items() if key not in ("result", "x")}
+                             for r in sweep.values()],
+                   "fd_contiguous_over_scattered": order_gap(sweep),
                    "config": dataclasses.asdict(cfg)}
         common.save_metrics(out, metrics)
     common.print_summary(metrics, SUMMARY)

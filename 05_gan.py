@@ -40,7 +40,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "05_gan"
-PIXELS = 28 * 28
 # The critic-accuracy curves and final numbers are means over this many steps:
 # one batch of 64 gives accuracies in steps of 1/64, too noisy to read a trend from.
 SMOOTH = 100
@@ -52,16 +51,13 @@ GIF_IMAGES = 16  # the first images of the monitor's fixed batch, kept at every 
 class Config(common.BaseConfig):
     steps: int = common.flag(3500, "training steps (each: critic update, then generator)", min=1)
     batch_size: int = common.flag(64, "real images (and as many generated) per step", min=2)
-    arch: str = common.flag("dcgan", "convolutional or fully connected pair",
-                            choices=["dcgan", "mlp"])
+    arch: str = common.flag("dcgan", "conv or fully connected pair", choices=["dcgan", "mlp"])
     z_dim: int = common.flag(64, "size of the generator's input noise z", min=1, max=1024)
     width: int = common.flag(48, "first conv layer's channels, or mlp width / 4", min=4, max=1024)
-    lr: float = common.flag(1e-3, "peak Adam learning rate of both players (held for half the "
-                            "steps, then decayed to 0)", min=1e-7, max=1.0)
+    lr: float = common.flag(1e-3, "peak Adam step, held half, then cosine to 0", min=1e-7, max=1.0)
     monitor_every: int = common.flag(250, "steps between mode-monitor checks", min=1)
     monitor_n: int = common.flag(500, "size of the monitor's fixed-z batch", min=10)
-    keep: float = common.flag(0.25, "share of drawn digits kept, those the critic finds most "
-                              "real (1 = keep all)", min=0.01, max=1.0)
+    keep: float = common.flag(0.25, "share of drawn digits kept by the critic", min=0.01, max=1.0)
     gif: bool = common.flag(True, "write generation.gif (--no-gif skips it)")
 
 
@@ -78,9 +74,8 @@ class Config(common.BaseConfig):
 #
 # BatchNorm in the generator keeps each layer's activations at a sane scale
 # while the game shifts the target under it. A copied bug to avoid:
-# nn.BatchNorm2d(64, 0.8) passes 0.8 as the second positional argument, which
-# is eps (added to the variance), not momentum; it blurs the normalisation into
-# nothing. We pass nothing: eps 1e-5 and momentum 0.1, the defaults.
+# nn.BatchNorm2d(64, 0.8) passes 0.8 as eps (added to the variance), not as
+# momentum, and blurs the normalisation into nothing. We keep the defaults.
 # The critic has NO BatchNorm: it sees a real batch and a generated batch, and
 # batch statistics would let it tell them apart by the batch rather than by
 # the image.
@@ -140,7 +135,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(z_dim, h), nn.BatchNorm1d(h), nn.ReLU(),
             nn.Linear(h, 2 * h), nn.BatchNorm1d(2 * h), nn.ReLU(),
-            nn.Linear(2 * h, PIXELS), nn.Tanh(),                 # (B, 2h) -> (B, 784)
+            nn.Linear(2 * h, 28 * 28), nn.Tanh(),                # (B, 2h) -> (B, 784)
             nn.Unflatten(1, (1, 28, 28)),                        # -> (B, 1, 28, 28)
         )
 
@@ -149,12 +144,14 @@ class MLPGenerator(nn.Module):
 
 
 class MLPCritic(nn.Module):
+    """The fully connected critic: (B, 1, 28, 28) in [-1, 1] -> one logit per image (B,)."""
+
     def __init__(self, width: int):
         super().__init__()
         h = 4 * width
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(PIXELS, 2 * h), nn.LeakyReLU(0.2),
+            nn.Linear(28 * 28, 2 * h), nn.LeakyReLU(0.2),
             nn.Linear(2 * h, h), nn.LeakyReLU(0.2),
             nn.Linear(h, 1),                                     # (B, 784) -> (B, 1)
         )
@@ -186,10 +183,9 @@ def critic_loss(real_logits, fake_logits):
 # the critic rejects generated images easily, D(G(z)) ~ 0, and there that term
 # is flat: its gradient with respect to the logit is -D(G(z)) ~ 0, so the
 # generator learns nothing. So, like Goodfellow et al. and nearly everyone
-# since, we use the non-saturating loss: maximise log D(G(z)) instead. It has
-# the same fixed point (the generator still wants D(G(z)) high) but its
-# gradient w.r.t. the logit is -(1 - D(G(z))) ~ -1 exactly when the artist is
-# worst.
+# since, we use the non-saturating loss: maximise log D(G(z)) instead. Same
+# fixed point (the generator still wants D(G(z)) high), but its gradient w.r.t.
+# the logit is -(1 - D(G(z))) ~ -1 exactly when the artist is worst.
 def generator_loss(fake_logits):
     """Non-saturating: -E log D(G(z)), the loss actually used."""
     return F.softplus(-fake_logits).mean()
@@ -203,9 +199,8 @@ def generator_loss_minimax(fake_logits):
 # %% 3. One training step: the critic first, then the generator
 # The order follows Goodfellow et al.'s Algorithm 1 with k = 1: update the
 # critic on the current generator's images, then update the generator against
-# that freshly updated critic, so the generator's gradient comes from a critic
-# that has just seen its latest work. (The other order would train the
-# generator against a critic one step stale.)
+# that freshly updated critic, one that has just seen its latest work (the
+# other order would train the generator against a critic one step stale).
 #
 # One generated batch serves both updates: the critic learns to reject it, then
 # the generator learns to make those same images more convincing to the updated
@@ -279,17 +274,12 @@ def generate(G, z, device: torch.device, chunk: int = 1000):
     return (torch.cat(out) + 1) / 2                              # [-1, 1] -> [0, 1]
 
 
-def class_histogram(judge: common.Judge, images) -> list[int]:
-    """How many of the images the judge calls 0, 1, ..., 9."""
-    pred = common.judge_logits(judge.net, images).argmax(1)
-    return np.bincount(pred.numpy(), minlength=10).tolist()
-
-
 def monitor(G, z_fixed, judge: common.Judge, history: dict, step: int, device) -> None:
-    """Classify the fixed-z batch; keep its first GIF_IMAGES images (as bytes, so that they
-    travel in the checkpoint and a --load run can draw the GIF too)."""
+    """Count the judge's classes of the fixed-z batch; keep its first GIF_IMAGES images (as
+    bytes, so that they travel in the checkpoint and a --load run can draw the GIF too)."""
     x = generate(G, z_fixed, device)                             # (monitor_n, 1, 28, 28)
-    counts = class_histogram(judge, x)
+    pred = common.judge_logits(judge.net, x).argmax(1)           # the judge's digit, (monitor_n,)
+    counts = np.bincount(pred.numpy(), minlength=10).tolist()
     history["monitor_steps"].append(step)
     history["monitor_counts"].append(counts)
     history["snapshots"].append((x[:GIF_IMAGES, 0] * 255).round().to(torch.uint8))
@@ -325,9 +315,8 @@ def train(G, D, data: common.Data, cfg: Config, gen: torch.Generator, device: to
     progress = common.Progress(cfg.steps, "train")
     for step in range(1, cfg.steps + 1):
         real, _ = next(stream)
-        for opt in (opt_g, opt_d):
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(step, cfg.steps, cfg.lr)
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = learning_rate(step, cfg.steps, cfg.lr)
         real = real.to(device) * 2 - 1                           # [0, 1] -> [-1, 1]
         for k, v in train_step(G, D, opt_g, opt_d, real, cfg.z_dim, device).items():
             history[k].append(v)
@@ -343,19 +332,17 @@ def train(G, D, data: common.Data, cfg: Config, gen: torch.Generator, device: to
 
 # %% 5. Sampling: the critic's last opinion picks the digits to keep
 # In this chapter's runs the critic never falls to chance (training.png): at the
-# end it still tells many generated images from real ones. That leftover
-# knowledge can be spent at sampling time.
-# Draw more digits than asked for, let the critic score them, and keep the
-# share it finds most real: a simple form of discriminator rejection sampling
-# (Azadi et al., 2019). Why it is more than cosmetics: a critic at its optimum
-# has logit(x) = log p_data(x) / p_G(x), so accepting x with probability
-# proportional to exp(logit) would turn the generator's distribution into the
-# data's exactly (rejection sampling). Our critic is far from optimal and its
-# extreme logits are the least trustworthy, so instead of that formula we keep
-# a fixed share, the best-scored quarter by default. The generator is
-# unchanged; only which of its samples we show, so every run also judges the
-# unfiltered digits. The price: 1 / --keep times the generator and critic
-# passes. Measured here, the best quarter beat the unfiltered digits on FD and
+# end it still tells many generated images from real ones, knowledge that can be
+# spent at sampling time. Draw more digits than asked for, let the critic score
+# them, and keep the share it finds most real: a simple form of discriminator
+# rejection sampling (Azadi et al., 2019). It is more than cosmetics: a critic
+# at its optimum has logit(x) = log p_data(x) / p_G(x), so accepting x with
+# probability proportional to exp(logit) would turn the generator's
+# distribution into the data's exactly. Our critic is far from optimal and its
+# extreme logits are the least trustworthy, so we keep a fixed share instead,
+# the best-scored quarter by default. The generator is unchanged, so every run
+# also judges the unfiltered digits. The price: 1 / --keep times the passes.
+# Measured here, the best quarter beat the unfiltered digits on FD and
 # confidence without favouring one class (README, claims table).
 @torch.no_grad()
 def critic_filter(D, x, n: int, device: torch.device, chunk: int = 1000) -> torch.Tensor:
@@ -400,15 +387,15 @@ def walks(G, z_dim: int, device, seed: int, rows: int = 6, n: int = 10) -> torch
 
 # %% 6. Reporting: the judge's figures, the game and the modes over time, the GIF
 def judge_samples(judge: common.Judge, x, x_drawn) -> dict:
-    """The judge on the kept digits and, when the critic chose, on the first drawn ones."""
-    found, n, chosen = {}, len(x), len(x_drawn) > len(x)
+    """The judge on the kept digits and, when the critic chose, on as many first drawn ones."""
+    found, chosen = {}, len(x_drawn) > len(x)
     if chosen:
-        plain = judge.evaluate(x_drawn[:n])
+        plain = judge.evaluate(x_drawn[:len(x)])
         print(common.describe(plain, prefix="unfiltered, the first --samples drawn: "))
         found = {f"unfiltered_{k}": plain[k] for k in
                  ("fd", "fd_ratio", "score", "confidence", "coverage", "memorised")}
     result = judge.evaluate(x)
-    print(common.describe(result, prefix=f"kept by the critic, {n} of {len(x_drawn)}: "
+    print(common.describe(result, prefix=f"kept by the critic, {len(x)} of {len(x_drawn)}: "
                           if chosen else ""))
     return {**found, **result}
 
@@ -417,62 +404,52 @@ def game_metrics(history: dict) -> dict:
     """The critic's accuracy over the first and the last SMOOTH steps; the final losses."""
     def mean(key, part):
         return float(np.mean(history[key][part]))
-    first, last = slice(0, SMOOTH), slice(-SMOOTH, None)
-    return {"d_acc_real_final": mean("acc_real", last), "d_acc_fake_final": mean("acc_fake", last),
-            "d_loss_final": mean("d_loss", last), "g_loss_final": mean("g_loss", last),
-            "d_acc_real_first": mean("acc_real", first),
-            "d_acc_fake_first": mean("acc_fake", first),
+    head, tail = slice(0, SMOOTH), slice(-SMOOTH, None)
+    return {"d_acc_real_final": mean("acc_real", tail), "d_acc_fake_final": mean("acc_fake", tail),
+            "d_loss_final": mean("d_loss", tail), "g_loss_final": mean("g_loss", tail),
+            "d_acc_real_first": mean("acc_real", head), "d_acc_fake_first": mean("acc_fake", head),
             "monitor_steps": history["monitor_steps"], "monitor_counts": history["monitor_counts"]}
 
 
 def running_mean(values, window: int) -> np.ndarray:
     """At each position, the mean of the last `window` values (fewer at the start)."""
-    c = np.cumsum(np.insert(np.asarray(values, dtype=np.float64), 0, 0.0))
-    idx = np.arange(1, len(c))
-    lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
+    v = np.asarray(values, dtype=np.float64)
+    return np.convolve(v, np.ones(window))[:len(v)] / np.minimum(np.arange(1, len(v) + 1), window)
 
 
-def save_training_figure(path, history: dict) -> None:
-    """Critic accuracy (chance at the equilibrium) and both losses (2 log 2 and log 2 there)."""
+def save_game_figures(out, history: dict) -> None:
+    """training.png: the critic's accuracy and both losses, means over the last SMOOTH steps,
+    against where the ideal equilibrium puts them. modes.png: the share of the fixed-z batch
+    the judge puts in each class, at every check."""
     plt = common.pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((a1, "acc_real", "on real batches"),
-                           (a1, "acc_fake", "on generated batches"), (a2, "d_loss", "critic"),
-                           (a2, "g_loss", "generator (non-saturating)")):
-        ax.plot(np.arange(1, len(history[key]) + 1), running_mean(history[key], SMOOTH),
-                label=label)
-    a1.axhline(0.5, color="gray", ls="--", lw=1, label="chance (the ideal equilibrium)")
-    a2.axhline(2 * math.log(2), color="C0", ls=":", label="critic at equilibrium, 2 log 2")
-    a2.axhline(math.log(2), color="C1", ls=":", label="generator at equilibrium, log 2")
-    a1.set(ylim=(0, 1.02), xlabel="step", ylabel=f"critic accuracy (mean of last {SMOOTH} steps)")
-    a2.set(xlabel="step", ylabel=f"loss, nats (mean of last {SMOOTH} steps)")
-    a1.legend(fontsize=8)
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_modes_figure(path, history: dict) -> None:
-    """The share of the fixed-z batch the judge puts in each class, at every check."""
-    plt = common.pyplot()
-    n = int(sum(history["monitor_counts"][0]))
-    share = np.asarray(history["monitor_counts"], dtype=np.float64).T / n   # (10, checks)
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * share.shape[1] + 2), 4))
-    im = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.3, share.max()))
-    ax.set(yticks=range(10), ylabel="digit the judge sees", xlabel="training step",
-           xticks=range(share.shape[1]))
-    ax.set_xticklabels([str(s) for s in history["monitor_steps"]], rotation=90, fontsize=7)
+    curves, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in ((acc, "acc_real"), (acc, "acc_fake"), (loss, "d_loss"), (loss, "g_loss")):
+        ax.plot(range(1, len(history[key]) + 1), running_mean(history[key], SMOOTH), label=key)
+    acc.axhline(0.5, color="gray", ls=":", label="chance: the ideal equilibrium")
+    loss.axhline(2 * math.log(2), color="C0", ls=":", label="d_loss there: 2 log 2")
+    loss.axhline(math.log(2), color="C1", ls=":", label="g_loss there: log 2")
+    acc.set(ylim=(0, 1.02), xlabel="step", ylabel=f"critic accuracy, mean of last {SMOOTH} steps")
+    loss.set(xlabel="step", ylabel=f"loss in nats, mean of last {SMOOTH} steps")
+    acc.legend()
+    loss.legend()
+    n = sum(history["monitor_counts"][0])
+    share = np.array(history["monitor_counts"], dtype=np.float64).T / n     # (10, checks)
+    modes, ax = plt.subplots(figsize=(max(5, 0.5 * share.shape[1] + 2), 4))
+    modes.colorbar(ax.imshow(share, aspect="auto", vmin=0, vmax=max(0.3, share.max())), ax=ax)
+    ax.set(yticks=range(10), ylabel="digit the judge sees", xlabel="training step")
+    ax.set_xticks(range(share.shape[1]), history["monitor_steps"], rotation=90, fontsize=7)
     ax.set_title(f"share of {n} fixed-z samples per class (real digits: 0.10 each)", fontsize=10)
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    for fig, name in ((curves, "training.png"), (modes, "modes.png")):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
 
 
 def save_animation(out, history: dict) -> None:
     """generation.gif: the monitor's first fixed-z images at every check, 8 to a row."""
+    if not history.get("snapshots"):
+        print("no generation.gif: this checkpoint holds no monitor snapshots")
+        return
     steps = history["monitor_steps"]
     common.save_animation(out / "generation.gif", [s.float() / 255 for s in history["snapshots"]],
                           [f"training step {s} of {steps[-1]}" for s in steps], ncol=8, fps=4)
@@ -484,20 +461,28 @@ SUMMARY = ["train_seconds", "sample_seconds", "n", "fd", "fd_floor", "fd_ratio",
            "d_acc_real_first", "d_acc_fake_first", "d_acc_real_final", "d_acc_fake_final"]
 
 
-def load_pair(cfg: Config, device) -> tuple[nn.Module, nn.Module, dict]:
-    """--load: the checkpoint's generator and critic, built at its sizes whatever the flags
-    say (cfg is updated to match); returns them with the checkpoint's extra."""
-    ckpt = common.load_checkpoint(cfg.load, SCRIPT)
-    saved = ckpt["config"]
-    if any(k not in saved for k in ("arch", "z_dim", "width")) or saved["arch"] not in (
-            "dcgan", "mlp"):
-        raise common.UserError(f"{cfg.load}: checkpoint lacks the model's sizes")
-    cfg.arch, cfg.z_dim, cfg.width = saved["arch"], saved["z_dim"], saved["width"]
-    G, D = build(cfg.arch, cfg.z_dim, cfg.width)
-    common.load_state(G, ckpt["state"].get("generator", {}), cfg.load)
-    common.load_state(D, ckpt["state"].get("critic", {}), cfg.load)
-    print(f"loaded {cfg.load}: {cfg.arch}, z_dim {cfg.z_dim}, width {cfg.width}")
-    return G.to(device).eval(), D.to(device).eval(), ckpt["extra"]
+def load_or_train(cfg: Config, data, gen, device, judge, out) -> tuple:
+    """(generator, critic, extra): from --load, built at the checkpoint's sizes whatever the
+    flags say (cfg is updated to match), or trained and saved. extra holds the history."""
+    ckpt = common.load_checkpoint(cfg.load, SCRIPT) if cfg.load else None
+    if ckpt:
+        saved = ckpt["config"]
+        if saved.get("arch") not in ("dcgan", "mlp") or not {"z_dim", "width"} <= set(saved):
+            raise common.UserError(f"{cfg.load}: checkpoint lacks the model's sizes")
+        cfg.arch, cfg.z_dim, cfg.width = saved["arch"], saved["z_dim"], saved["width"]
+    G, D = (m.to(device) for m in build(cfg.arch, cfg.z_dim, cfg.width))
+    if ckpt:
+        common.load_state(G, ckpt["state"].get("generator", {}), cfg.load)
+        common.load_state(D, ckpt["state"].get("critic", {}), cfg.load)
+        common.copy_checkpoint(cfg.load, out)
+        print(f"loaded {cfg.load}: {cfg.arch}, z_dim {cfg.z_dim}, width {cfg.width}")
+        return G.eval(), D.eval(), ckpt["extra"]
+    start = time.perf_counter()
+    history = train(G, D, data, cfg, gen, device, judge)
+    extra = {"history": history, "train_seconds": time.perf_counter() - start}
+    common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
+                           {"generator": G.state_dict(), "critic": D.state_dict()}, extra)
+    return G, D, extra
 
 
 def main(argv=None):
@@ -507,37 +492,24 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.Judge.load(data)
-        if cfg.load:
-            G, D, extra = load_pair(cfg, device)
-            common.copy_checkpoint(cfg.load, out)
-        else:
-            G, D = (m.to(device) for m in build(cfg.arch, cfg.z_dim, cfg.width))
-            start = time.perf_counter()
-            history = train(G, D, data, cfg, gen, device, judge)
-            extra = {"history": history, "train_seconds": time.perf_counter() - start}
-            common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
-                                   {"generator": G.state_dict(), "critic": D.state_dict()}, extra)
+        G, D, extra = load_or_train(cfg, data, gen, device, judge, out)
         start = time.perf_counter()
         x, x_drawn = sample(G, D, cfg, device)  # kept (samples, 1, 28, 28), drawn (drawn, ...)
         metrics = {"train_seconds": extra.get("train_seconds", 0.0),
                    "sample_seconds": time.perf_counter() - start, "keep": cfg.keep,
-                   "drawn": len(x_drawn)}
-        metrics.update(**judge_samples(judge, x, x_drawn), arch=cfg.arch)
-        history = extra.get("history")
+                   "drawn": len(x_drawn), **judge_samples(judge, x, x_drawn), "arch": cfg.arch}
+        history = extra.get("history") or {}
         if history:  # it travels in the checkpoint, so a --load run draws these too
             metrics.update(game_metrics(history))
-            save_training_figure(out / "training.png", history)
-            save_modes_figure(out / "modes.png", history)
+            save_game_figures(out, history)
         filtered = f", best {cfg.keep:.0%} by the critic" if len(x_drawn) > cfg.samples else ""
         common.save_grid(out / "samples.png", x[:100], nrow=10,
                          title=f"GAN ({cfg.arch}) samples{filtered}")
         common.save_samples(out, x)
         common.save_grid(out / "interpolation.png", walks(G, cfg.z_dim, device, cfg.seed),
                          nrow=10, title="walking between random z (great circle)")
-        if cfg.gif and history and history.get("snapshots"):
+        if cfg.gif:
             save_animation(out, history)
-        elif cfg.gif:
-            print("no generation.gif: this checkpoint holds no monitor snapshots")
         common.save_metrics(out, {**metrics, "config": dataclasses.asdict(cfg)})
     common.print_summary(metrics, [k for k in SUMMARY if k in metrics])
 

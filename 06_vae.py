@@ -34,30 +34,23 @@ import dataclasses
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "06_vae"
 PIXELS = 28 * 28
-# The held-out ELBO is an average over random latent draws; K draws per image
-# shrink its noise by sqrt(K) for K decoder passes (1,000 images: cheap).
-ELBO_DRAWS = 5
 
 
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    steps: int = common.flag(10000, "training steps (each updates the VAE and the autoencoder "
-                             "once)", min=1)
+    steps: int = common.flag(10000, "training steps (each updates both models once)", min=1)
     batch_size: int = common.flag(128, "images per training step", min=1)
     latent_dim: int = common.flag(16, "size of the latent recipe z", min=1, max=512)
-    hidden: int = common.flag(512, "width of the encoder's and decoder's hidden layers",
-                              min=8, max=8192)
+    hidden: int = common.flag(512, "width of the hidden layers", min=8, max=8192)
     lr: float = common.flag(1e-3, "Adam learning rate", min=1e-7, max=1.0)
-    map_steps: int = common.flag(2000, "training steps of the extra 2-D VAE drawn as "
-                                 "latent_map.png (0 skips it)", min=0)
+    map_steps: int = common.flag(2000, "steps of the 2-D VAE in latent_map.png (0: none)", min=0)
     gif: bool = common.flag(True, "write generation.gif (--no-gif skips it)")
 
 
@@ -191,9 +184,9 @@ def ae_loss(model: EncoderDecoder, x):
 
 def build(cfg, device: torch.device) -> tuple:
     """The VAE, the autoencoder of the same shape, and the 2-D VAE for the map (or None)."""
-    vae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device)
-    ae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device)
-    return vae, ae, (EncoderDecoder(2, cfg.hidden).to(device) if cfg.map_steps > 0 else None)
+    vae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device).eval()
+    ae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device).eval()
+    return vae, ae, (EncoderDecoder(2, cfg.hidden).to(device).eval() if cfg.map_steps else None)
 
 
 # %% 5. Training the two side by side
@@ -252,9 +245,11 @@ def sample_prior(model: EncoderDecoder, n: int, gen: torch.Generator, device: to
     return torch.cat(out)
 
 
+# The held-out ELBO is an average over random latent draws; K draws per image
+# shrink its noise by sqrt(K) for K decoder passes (1,000 images: cheap).
 @torch.no_grad()
 def held_out_elbo(model: EncoderDecoder, x, gen: torch.Generator, device: torch.device,
-                  draws: int = ELBO_DRAWS, chunk: int = 500) -> dict:
+                  draws: int = 5, chunk: int = 500) -> dict:
     """Held-out -ELBO per image in nats, split into reconstruction (-E log p(x|z)) and KL."""
     rec_sum, kl_sum = 0.0, 0.0
     for i in range(0, len(x), chunk):
@@ -266,7 +261,8 @@ def held_out_elbo(model: EncoderDecoder, x, gen: torch.Generator, device: torch.
             rec_sum += rec.sum().item() / draws
             kl_sum += kl.sum().item() / draws
     n = len(x)
-    return {"neg_elbo": (kl_sum - rec_sum) / n, "rec": -rec_sum / n, "kl": kl_sum / n}
+    return {"neg_elbo_held": (kl_sum - rec_sum) / n, "rec_nats_held": -rec_sum / n,
+            "kl_nats_held": kl_sum / n}
 
 
 @torch.no_grad()
@@ -278,7 +274,7 @@ def ae_reconstruction_nats(model: EncoderDecoder, x, device: torch.device) -> fl
 
 @torch.no_grad()
 def code_second_moments(model: EncoderDecoder, x, device: torch.device,
-                        variational: bool) -> np.ndarray:
+                        variational: bool) -> list[float]:
     """Per latent dimension, E[z_j^2] over held-out digits' codes: (d,).
 
     Under the prior N(0, I) every entry is 1. For the VAE the codes are draws
@@ -286,7 +282,19 @@ def code_second_moments(model: EncoderDecoder, x, device: torch.device,
     """
     mu, logvar = model.encoder(x.to(device))
     second = mu.pow(2) + (logvar.exp() if variational else 0.0)
-    return second.mean(0).cpu().numpy()
+    return second.mean(0).tolist()
+
+
+def held_out(vae, ae, vae2d, x, seed: int, device) -> dict:
+    """The held-out numbers: the VAE's bound and its parts, the autoencoder's reconstruction."""
+    m = {**held_out_elbo(vae, x, torch.Generator().manual_seed(seed), device),
+         "ae_rec_nats_held": ae_reconstruction_nats(ae, x, device),
+         "vae_code_second_moment": code_second_moments(vae, x, device, True),
+         "ae_code_second_moment": code_second_moments(ae, x, device, False)}
+    if vae2d is not None:
+        gen = torch.Generator().manual_seed(seed)
+        m["neg_elbo_held_2d"] = held_out_elbo(vae2d, x, gen, device)["neg_elbo_held"]
+    return m
 
 
 # %% 7. Walking the latent space: straight lines between codes, and a loop through the prior
@@ -324,10 +332,10 @@ def decode_path(model: EncoderDecoder, z, device: torch.device):
 
 
 # %% 8. Reporting: the printed numbers, the figures and the walk
-def report(m: dict, vae_eval: dict, ae_eval: dict) -> None:
+def report(m: dict) -> None:
     v, a = m["vae_code_second_moment"], m["ae_code_second_moment"]
-    print(common.describe(vae_eval, "VAE         z ~ N(0,I): "))
-    print(common.describe(ae_eval, "autoencoder z ~ N(0,I): "))
+    print(common.describe(m, "VAE         z ~ N(0,I): "))
+    print(common.describe(m["ae"], "autoencoder z ~ N(0,I): "))
     print(f"held-out VAE: -ELBO {m['neg_elbo_held']:.2f} nats/image = reconstruction "
           f"{m['rec_nats_held']:.2f} + KL {m['kl_nats_held']:.2f}; autoencoder: reconstruction "
           f"{m['ae_rec_nats_held']:.2f} (no KL paid, so no bound on anything)")
@@ -335,56 +343,43 @@ def report(m: dict, vae_eval: dict, ae_eval: dict) -> None:
           f"{min(v):.2f}..{max(v):.2f}, autoencoder {min(a):.2f}..{max(a):.2f}")
 
 
-def save_comparison(path, x_vae, x_ae, vae_eval: dict, ae_eval: dict, n: int = 12) -> None:
-    rows = [(name if r == 0 else "", x[r * n:(r + 1) * n])
-            for name, x in (("VAE", x_vae), ("AE", x_ae)) for r in range(3) if r * n < len(x)]
-    common.save_rows(path, rows, title=f"z ~ N(0, I), N={vae_eval['n']}: VAE FD "
-                     f"{vae_eval['fd']:.0f} ({vae_eval['fd_ratio']:.0f}x floor), autoencoder (AE) "
-                     f"FD {ae_eval['fd']:.0f} ({ae_eval['fd_ratio']:.0f}x)")
-
-
-def pick_pairs(y, pairs=((1, 7), (3, 8), (4, 9))) -> list[tuple[int, int]]:
-    """Indices of the first held-out digit of each class in each pair (classes present only)."""
-    first = {c: i for i, c in reversed(list(enumerate(y.tolist())))}
-    return [(first[a], first[b]) for a, b in pairs if a in first and b in first] or [(0, 1)]
-
-
-def save_interpolation(path, vae, ae, data: common.Data, device, n: int = 10) -> None:
-    rows = [(f"{name} {int(data.y_held[ia])}->{int(data.y_held[ib])}",
-             interpolate(model, data.x_held[ia], data.x_held[ib], n, device))
-            for ia, ib in pick_pairs(data.y_held) for name, model in (("VAE", vae), ("AE", ae))]
-    common.save_rows(path, rows, title="straight lines between two held-out digits' codes")
+def save_pictures(out, cfg: Config, vae, ae, vae2d, x_vae, x_ae, data: common.Data, device):
+    """The VAE's samples, then both models sampled, interpolated and walked the same way."""
+    models = (("VAE", vae, x_vae), ("AE", ae, x_ae))
+    common.save_grid(out / "samples.png", x_vae[:100], 10, "VAE: decoder means at z ~ N(0, I)")
+    rows = [(name, s[i:i + 12]) for name, _, s in models for i in range(0, min(36, len(s)), 12)]
+    common.save_rows(out / "vae_vs_ae.png", rows, title="decoder means at z ~ N(0, I)")
+    x, y = data.x_held, data.y_held.tolist()  # lines between look-alike digits: 1 and 7, ...
+    pairs = [(y.index(a), y.index(b)) for a, b in ((1, 7), (3, 8), (4, 9)) if {a, b} <= set(y)]
+    rows = [(name, interpolate(model, x[i], x[j], 10, device))
+            for i, j in pairs or [(0, 1)] for name, model, _ in models]
+    common.save_rows(out / "interpolation.png", rows, title="straight lines between codes")
+    if vae2d is not None:
+        save_latent_map(out / "latent_map.png", vae2d, x, data.y_held, device)
+    if cfg.gif:  # one closed walk through the prior, decoded by both models; a loop: no hold
+        z = prior_loop(8, 48, vae.latent_dim, torch.Generator().manual_seed(cfg.seed + 1))
+        frames = torch.cat([decode_path(vae, z, device), decode_path(ae, z, device)], 1)
+        common.save_animation(out / "generation.gif", list(frames), ["z(theta) = a cos theta + "
+                              "b sin theta"] * 48, 8, row_labels=["VAE", "autoencoder"], hold_s=0)
 
 
 @torch.no_grad()
 def save_latent_map(path, model: EncoderDecoder, x, y, device, grid: int = 15) -> None:
     """The classic 2-D VAE picture: where held-out digits land, and what every place decodes to."""
-    mu = model.encoder(x.to(device))[0].cpu().numpy()
+    mu = model.encoder(x.to(device))[0].cpu()
     # Grid points at evenly spaced quantiles of N(0, 1) in each axis, so each
     # cell covers the same prior probability (Kingma and Welling's figure).
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, grid))
     zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)  # row 0: top
     plt = common.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.8))
-    dots = left.scatter(*mu.T, c=np.asarray(y), cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6))
+    dots = left.scatter(*mu.T, c=y, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
     fig.colorbar(dots, ax=left, ticks=range(10), label="digit")
     left.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal", title="held-out codes mu(x)")
-    right.imshow(common.tile(model.decode_mean(zz.to(device)), grid), cmap="gray_r", vmin=0,
-                 vmax=1)
-    right.set_title(f"decoded {grid}x{grid} grid at N(0,1) quantiles 3%..97%")
-    right.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    right.imshow(common.tile(model.decode_mean(zz.to(device)), grid), cmap="gray_r", vmin=0, vmax=1)
+    right.set(title="decoded at a grid of N(0, 1) quantiles", xticks=[], yticks=[])
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-
-
-def save_walk(path, vae, ae, seed: int, device, walkers: int = 8, frames: int = 48) -> None:
-    """generation.gif: the same closed walk through the prior, decoded by both models."""
-    z = prior_loop(walkers, frames, vae.latent_dim, torch.Generator().manual_seed(seed + 1))
-    x_vae, x_ae = decode_path(vae, z, device), decode_path(ae, z, device)
-    common.save_animation(path, [torch.cat([v, a]) for v, a in zip(x_vae, x_ae)],
-                          [f"step {i + 1} of {frames}" for i in range(frames)], walkers,
-                          row_labels=["VAE", "autoencoder"], hold_s=0)  # a loop: no end to hold
 
 
 # %% 9. Putting it together
@@ -403,29 +398,13 @@ def load_or_train(cfg: Config, data, gen, device, out) -> tuple:
     if ckpt:
         for name, model in models.items():
             common.load_state(model, ckpt["state"].get(name, {}), cfg.load)
-            model.eval()
         common.copy_checkpoint(cfg.load, out)
         print(f"loaded {cfg.load}: latent_dim {cfg.latent_dim}, hidden {cfg.hidden}")
         return vae, ae, vae2d, ckpt["extra"].get("train_seconds", 0.0)
     seconds = train_all(vae, ae, vae2d, cfg, data, gen, device)
-    common.save_checkpoint(out / "model.pt", SCRIPT, cfg,
-                           {k: m.state_dict() for k, m in models.items()},
-                           {"train_seconds": seconds})
+    state = {name: model.state_dict() for name, model in models.items()}
+    common.save_checkpoint(out / "model.pt", SCRIPT, cfg, state, {"train_seconds": seconds})
     return vae, ae, vae2d, seconds
-
-
-def held_out(vae, ae, vae2d, data, seed: int, device) -> dict:
-    """The held-out numbers: the VAE's bound and its parts, the autoencoder's reconstruction."""
-    x = data.x_held
-    held = held_out_elbo(vae, x, torch.Generator().manual_seed(seed), device)
-    m = {"neg_elbo_held": held["neg_elbo"], "rec_nats_held": held["rec"],
-         "kl_nats_held": held["kl"], "ae_rec_nats_held": ae_reconstruction_nats(ae, x, device),
-         "vae_code_second_moment": code_second_moments(vae, x, device, True).tolist(),
-         "ae_code_second_moment": code_second_moments(ae, x, device, False).tolist()}
-    if vae2d is not None:
-        gen = torch.Generator().manual_seed(seed)
-        m["neg_elbo_held_2d"] = held_out_elbo(vae2d, x, gen, device)["neg_elbo"]
-    return m
 
 
 def main(argv=None):
@@ -438,8 +417,7 @@ def main(argv=None):
         vae, ae, vae2d, train_seconds = load_or_train(cfg, data, gen, device, out)
         # The VAE's samples are the chapter's samples: timed, saved, judged. The
         # autoencoder is sampled the same way, from the same generator, for contrast.
-        sample_gen = torch.Generator().manual_seed(cfg.seed)
-        start = time.perf_counter()
+        sample_gen, start = torch.Generator().manual_seed(cfg.seed), time.perf_counter()
         x_vae = sample_prior(vae, cfg.samples, sample_gen, device)
         sample_seconds = time.perf_counter() - start
         x_ae = sample_prior(ae, cfg.samples, sample_gen, device)
@@ -447,18 +425,11 @@ def main(argv=None):
         metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, **vae_eval,
                    "ae_fd": ae_eval["fd"], "ae_fd_ratio": ae_eval["fd_ratio"],
                    "ae_confidence": ae_eval["confidence"], "ae": ae_eval,
-                   **held_out(vae, ae, vae2d, data, cfg.seed, device),
+                   **held_out(vae, ae, vae2d, data.x_held, cfg.seed, device),
                    "config": dataclasses.asdict(cfg)}
-        report(metrics, vae_eval, ae_eval)
-        common.save_grid(out / "samples.png", x_vae[:100], nrow=10,
-                         title="VAE: decoder means at z ~ N(0, I)")
+        report(metrics)
         common.save_samples(out, x_vae)
-        save_comparison(out / "vae_vs_ae.png", x_vae, x_ae, vae_eval, ae_eval)
-        save_interpolation(out / "interpolation.png", vae, ae, data, device)
-        if vae2d is not None:
-            save_latent_map(out / "latent_map.png", vae2d, data.x_held, data.y_held, device)
-        if cfg.gif:
-            save_walk(out / "generation.gif", vae, ae, cfg.seed, device)
+        save_pictures(out, cfg, vae, ae, vae2d, x_vae, x_ae, data, device)
         common.save_metrics(out, metrics)
     common.print_summary(metrics, SUMMARY)
 
