@@ -48,7 +48,7 @@ NULL = 10  # new in 04: index of the learned "no label" token (labels are 0..9)
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):  # new in 04: guidance flags; no sweeps of 03's
-    steps: int = common.flag(3000, "training steps (optimizer updates)", min=1)
+    steps: int = common.flag(2600, "training steps (optimizer updates)", min=1)
     batch_size: int = common.flag(64, "images per training step (as 03, section 5 there)",
                                   min=1)
     samples: int = common.flag(1000, "samples per guidance scale (balanced over the digits)",
@@ -135,14 +135,14 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 class ResBlock(nn.Module):
     """GroupNorm, SiLU, conv; add the time embedding; again; plus a shortcut.
-    (B, Cin, H, W) -> (B, Cout, H, W)."""
+    (B, Cin, H, W) -> (B, Cout, H, W). norm=False leaves out both GroupNorms."""
 
-    def __init__(self, c_in: int, c_out: int, t_dim: int):
+    def __init__(self, c_in: int, c_out: int, t_dim: int, norm: bool = True):
         super().__init__()
-        self.norm1 = nn.GroupNorm(8, c_in)
+        self.norm1 = nn.GroupNorm(8, c_in) if norm else nn.Identity()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.time = nn.Linear(t_dim, c_out)  # the timestep enters as a per-channel shift
-        self.norm2 = nn.GroupNorm(8, c_out)
+        self.norm2 = nn.GroupNorm(8, c_out) if norm else nn.Identity()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
@@ -161,7 +161,7 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.label_emb = nn.Embedding(11, t_dim)  # new in 04: rows 0..9 the digits, 10 "no label"
         self.inp = nn.Conv2d(1, c, 3, padding=1)                      # (B,1,28,28) -> (B,C,28,28)
-        self.down1 = ResBlock(c, c, t_dim)                             # 28x28
+        self.down1 = ResBlock(c, c, t_dim, norm=False)                 # 28x28
         self.pool1 = nn.Conv2d(c, c, 3, stride=2, padding=1)          # -> (B,C,14,14)
         self.down2 = ResBlock(c, 2 * c, t_dim)                         # -> (B,2C,14,14)
         self.pool2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)  # -> (B,2C,7,7)
@@ -169,7 +169,7 @@ class UNet(nn.Module):
         self.mid = ResBlock(4 * c, 4 * c, t_dim)
         self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # (B,8C,7,7) -> (B,2C,7,7)
         self.up2 = ResBlock(4 * c, c, t_dim)                           # (B,4C,14,14) -> (B,C,14,14)
-        self.up1 = ResBlock(2 * c, c, t_dim)                           # (B,2C,28,28) -> (B,C,28,28)
+        self.up1 = ResBlock(2 * c, c, t_dim, norm=False)               # (B,2C,28,28) -> (B,C,28,28)
         self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)  # start by predicting 0: a calm first step
         nn.init.zeros_(self.out[-1].bias)
@@ -238,20 +238,32 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, gen=None) -> torch.Tensor
     return torch.where(drop, torch.full_like(labels, NULL), labels)
 
 
+def timestep_weights(sched: dict, target: str) -> torch.Tensor:
+    """min-SNR's weight (gamma = 5) on the target's squared error, for t = 1..T: (T,)."""
+    t = torch.arange(1, sched["T"] + 1)
+    snr = (at(sched, "abar", t) / (1 - at(sched, "abar", t))).flatten()
+    return snr.clamp(max=5.0) / x0_error_scale(t, sched, target)
+
+
 def diffusion_loss(model, x0, labels, sched: dict, target: str, weighting: str = "plain",
                    p_uncond: float = 0.2, gen=None) -> torch.Tensor:  # new in 04: labels
     """One training loss: random t per image, noise it in closed form, regress the target."""
     B = x0.shape[0]
-    t = torch.randint(1, sched["T"] + 1, (B,), generator=gen).to(x0.device)
+    if weighting == "plain":  # every t equally often
+        t = torch.randint(1, sched["T"] + 1, (B,), generator=gen)
+    else:  # min-SNR: each t drawn as often as its weight says (03, section 4)
+        weight = timestep_weights(sched, target)
+        t = torch.multinomial(weight, B, replacement=True, generator=gen) + 1
+    t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     xt = q_sample(x0, t, eps, sched)
     labels = drop_labels(labels, p_uncond, gen)  # new in 04
     out, goal = model(xt, t, labels).float(), training_target(x0, eps, xt, t, sched, target)
     if weighting == "plain":
         return F.mse_loss(out, goal)
-    snr = (at(sched, "abar", t) / (1 - at(sched, "abar", t))).flatten()
-    weight = snr.clamp(max=5.0) / x0_error_scale(t, sched, target)  # min-SNR, gamma = 5
-    return (weight * ((out - goal) ** 2).flatten(1).mean(1)).mean()
+    # t drawn by weight already weighs each t's error; times the mean weight, this is on
+    # average the weighted loss over uniform t: mean_t(w L) = mean(w) * E_{t ~ w}[L].
+    return F.mse_loss(out, goal) * weight.mean().item()
 
 
 # %% 4. Training, as in 03, with the labels passed along

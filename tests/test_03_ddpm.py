@@ -138,8 +138,29 @@ def test_min_snr_caps_the_x0_weight_at_five_for_every_target():
     snr = (sched["abar"][1:] / (1 - sched["abar"][1:])).float()
     for target in ddpm.TARGETS:
         # the weight on the target's error times the target's scale = the weight on the x0 error
-        w = snr.clamp(max=5.0) / ddpm.x0_error_scale(t, sched, target)
+        w = ddpm.timestep_weights(sched, target)
         assert torch.allclose(w * ddpm.x0_error_scale(t, sched, target), snr.clamp(max=5.0))
+
+
+@pytest.mark.parametrize("target", ["eps", "v"])
+def test_min_snr_loss_is_on_average_the_weighted_loss_over_uniform_t(target):
+    # min-SNR draws t by its weight instead of weighing each error. On average that must be
+    # mean over uniform t of w(t) * L(t); drawing t uniformly (the bug) would give mean(w) *
+    # mean(L), off by far more than the tolerance here, as L grows steeply with t.
+    sched = ddpm.make_schedule("cosine", 1000)
+    T = sched["T"]
+
+    def model(xt, t):  # a fixed guess per t: the target's error then grows steeply with t
+        return (4 * t / T).float().view(-1, 1, 1, 1).expand_as(xt)
+
+    x0 = torch.zeros(200_000, 1, 1, 1)  # x0 = 0: every target is then a multiple of eps
+    gen = torch.Generator().manual_seed(0)
+    got = ddpm.diffusion_loss(model, x0, sched, target, "minsnr", gen).item()
+    t = torch.arange(1, T + 1)
+    s, r = sched["abar"][1:].sqrt().float(), (1 - sched["abar"][1:]).sqrt().float()
+    k = {"eps": torch.ones(T), "v": s}[target]  # target = k * eps when x0 = 0
+    expected = (ddpm.timestep_weights(sched, target) * ((4 * t / T) ** 2 + k ** 2)).mean()
+    assert got == pytest.approx(expected.item(), rel=0.02)
 
 
 def test_timestep_embedding_pairs_sin_and_cos():
