@@ -9,11 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs docs
-: > runs/reproduce.jsonl
+# With step names (bash scripts/reproduce.sh 03 04), only those run, and their new entries
+# are appended to the log: later entries replace earlier ones of the same name.
+only=" $* "
+if [ $# -eq 0 ]; then
+    : > runs/reproduce.jsonl
+fi
 
 step() {  # step NAME OUT COMMAND...: run it, then record its wall time
     local name=$1 out=$2
     shift 2
+    if [ "$only" != "  " ] && [[ "$only" != *" $name "* ]]; then
+        return 0
+    fi
     echo "== $name: $*"
     local start=$EPOCHREALTIME
     if "$@"; then

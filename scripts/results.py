@@ -74,22 +74,35 @@ def machine() -> dict:
 
 
 # %% Collecting the runs into docs/results.json
+def bracketing_reference(log: list[dict], i: int) -> float | None:
+    """The machine's speed around log entry i: the mean of the reference step measured last
+    before it and first after it. A step re-run later is divided by its own sitting's figure."""
+    before = [e["reference"] for e in log[:i] if "reference" in e][-1:]
+    after = [e["reference"] for e in log[i + 1:] if "reference" in e][:1]
+    return statistics.mean(before + after) if before + after else None
+
+
 def collect() -> dict:
     log = read_log()
     refs = [e["reference"] for e in log if "reference" in e]
-    reference = statistics.median(refs) if refs else None
     steps = {}
-    for e in (e for e in log if "name" in e):
+    for i, e in enumerate(log):
+        if "name" not in e:
+            continue
         metrics_path = ROOT / e["out"] / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        reference = bracketing_reference(log, i)
         steps[e["name"]] = {"command": e["command"], "out": e["out"], "seconds": e["seconds"],
                             "reference_steps": e["seconds"] / reference if reference else None,
                             "finished": e["finished"], "metrics": metrics}
         for picture in PICTURES.get(e["name"], []):
             if (ROOT / e["out"] / picture).exists():
                 shutil.copyfile(ROOT / e["out"] / picture, ROOT / "docs" / f"{e['name']}_{picture}")
-    results = {"machine": machine(), "date": log[0]["date"] if log else None,
-               "reference_step_seconds": reference, "reference_measurements": refs,
+    dates = [e["date"] for e in log if "date" in e]
+    results = {"machine": machine(), "date": dates[0] if dates else None,
+               "last_date": dates[-1] if dates else None,
+               "reference_step_seconds": statistics.median(refs) if refs else None,
+               "reference_measurements": refs,
                "total_seconds": sum(s["seconds"] for s in steps.values()), "steps": steps,
                "derived": derived(steps)}
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
