@@ -162,8 +162,8 @@ def posterior(x0: torch.Tensor, xt: torch.Tensor, t: int, sched: dict):
 # the timestep, because how much to remove depends on how noisy the input is.
 # Sizes: width C at 28x28, 2C at 14x14, 4C at 7x7. No attention layers: at 7x7
 # a 3x3 convolution already sees most of the digit. The two blocks at 28x28 have
-# no GroupNorm: on the largest activations it costs a quarter of a training step
-# on a CPU, and the blocks below, which keep theirs, keep training stable.
+# no GroupNorm: on the largest activations it cost about a tenth of a training
+# step on a CPU, and the blocks below, which keep theirs, keep training stable.
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t (as in transformers' positions): (B,) -> (B, dim)."""
     half = dim // 2
