@@ -304,19 +304,18 @@ def diffusion_loss(model, x0, sched: dict, target: str, weighting: str = "plain"
     """One training loss: random t per image, noise it in closed form, regress the target."""
     B = x0.shape[0]
     if weighting == "plain":  # every t equally often
-        t = torch.randint(1, sched["T"] + 1, (B,), generator=gen)
+        t, scale = torch.randint(1, sched["T"] + 1, (B,), generator=gen), 1.0
     else:  # min-SNR: each t drawn as often as its weight says (03, section 4)
         weight = timestep_weights(sched, target)
         t = torch.multinomial(weight, B, replacement=True, generator=gen) + 1
+        # t drawn by weight already weighs each t's error; times the mean weight, the loss
+        # is on average the weighted loss over uniform t: mean_t(w L) = mean(w) E_{t~w}[L].
+        scale = weight.mean().item()
     t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     xt = q_sample(x0, t, eps, sched)
     out, goal = model(xt, t).float(), training_target(x0, eps, xt, t, sched, target)
-    if weighting == "plain":
-        return F.mse_loss(out, goal)
-    # t drawn by weight already weighs each t's error; times the mean weight, this is on
-    # average the weighted loss over uniform t: mean_t(w L) = mean(w) * E_{t ~ w}[L].
-    return F.mse_loss(out, goal) * weight.mean().item()
+    return F.mse_loss(out, goal) * scale
 
 
 # %% 5. Training: one random noise level per image
