@@ -490,8 +490,9 @@ def train_denoiser(cfg: Config, z, y, device, sched: dict, seconds: float | None
 # estimate: 04 clipped it to [-1, 1], the range of pixels; latents have no
 # such range, so the bound is the largest value a training digit's
 # standardised code reached (section 2). It matters for --target eps only.
-# The default scale is lower than 04's 2: guidance pushes harder here, and
-# measured, s = 1.5 followed the label as often as 04 did at s = 2 (README).
+# The default scale is lower than 04's: guidance pushes harder here, and
+# measured, s = 1.5 followed the label about as often as 04 does at its default
+# (README).
 # from 04
 @torch.no_grad()
 def guided_output(model, xt, t, labels, s: float) -> tuple[torch.Tensor, torch.Tensor]:

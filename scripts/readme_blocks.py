@@ -182,7 +182,7 @@ def targets(res):
 
 
 def guidance(res):
-    rows = sorted(metrics(res, "04")["sweep"], key=lambda r: r["guidance"])
+    rows = sorted(metrics(res, "04_sweep")["sweep"], key=lambda r: r["guidance"])
     acc = " / ".join(fmt(r["label_accuracy"]) for r in rows)
     div = " / ".join(fmt(r["diversity"], 3) for r in rows)
     scales = " / ".join(fmt(r["guidance"]) for r in rows)
@@ -194,7 +194,7 @@ def guidance(res):
             f"the same model at guidance s = {scales} (s = 0 ignores the label, s = 1 is the "
             "plain conditional model)",
             f"label accuracy {acc}; variety within a class {div} (at s = 0 that is the whole "
-            f"set's, real digits {fmt(metrics(res, '04')['real_diversity'], 3)})",
+            f"set's, real digits {fmt(metrics(res, '04_sweep')['real_diversity'], 3)})",
             # rule: accuracy never falls and variety falls at every s >= 1
             yes_no(ok)]
 

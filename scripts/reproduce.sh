@@ -52,6 +52,8 @@ step 03_targets runs/03_targets python scripts/compare_targets.py --steps 1000 -
     --no-gif --out runs/03_targets
 step 03_noclip runs/03_noclip python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip \
     --no-gif --out runs/03_noclip
+step 04_sweep runs/04_sweep python 04_cfg.py --load runs/04_cfg/model.pt \
+    --guidance 0,1,2,4 --no-gif --out runs/04_sweep
 step 07_compare runs/07_compare python 07_causal_transformer.py --no-gif \
     --compare runs/01_autoregressive_pixels/metrics.json --out runs/07_compare
 step 07_maskcost runs/07_maskcost python 07_causal_transformer.py --no-gif --samples 100 \

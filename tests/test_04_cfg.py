@@ -128,6 +128,23 @@ def test_diversity_is_zero_for_copies_and_positive_otherwise():
     assert cfg_mod.within_class_diversity(x, labels) > 0
 
 
+def test_the_grid_shares_its_starting_noise_across_scales(model):
+    # A model that ignores the label predicts the same noise with and without it, so guidance
+    # changes nothing; with the same starting noise every scale's column is then identical.
+    deaf = cfg_mod.UNet(8).eval()
+    deaf.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        deaf.label_emb.weight.copy_(model.label_emb.weight[:1].expand(11, -1))
+    cfg = cfg_mod.Config(sample_steps=2, default_guidance=3.0)
+    grids = cfg_mod.guidance_grid(deaf, cfg, SCHED, torch.device("cpu"))
+    assert sorted(grids) == [0, 1, 2, 3, 4]
+    for g in grids.values():
+        assert g.shape == (30, 1, 28, 28) and torch.allclose(g, grids[0], atol=1e-5)
+    # with the label heard, the scales differ
+    heard = cfg_mod.guidance_grid(model, cfg, SCHED, torch.device("cpu"), scales=(0, 4))
+    assert not torch.allclose(heard[0], heard[4], atol=1e-3)
+
+
 def test_balanced_labels():
     assert np.bincount(cfg_mod.balanced_labels(100).numpy()).tolist() == [10] * 10
     assert set(cfg_mod.balanced_labels(7, 4).tolist()) == {4}
@@ -168,6 +185,11 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     check_outputs(again, 10, labelled=True)
     with np.load(again / "samples.npz") as f:
         assert set(f["y"].tolist()) == {7}
+    plain = tmp_path / "plain"  # without --guidance only the default scale is measured
+    cfg_mod.main(TINY[:-4] + ["--load", str(out / "model.pt"), "--no-gif", "--out", str(plain)])
+    m = check_outputs(plain, 40, labelled=True)
+    assert [r["guidance"] for r in m["sweep"]] == [m["guidance"]]
+    assert (plain / "guidance_grid.png").exists()
 
 
 @pytest.mark.parametrize("argv, says", [
