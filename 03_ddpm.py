@@ -441,7 +441,7 @@ def ddim_sample(model, n: int, sched: dict, target: str, steps: int, device, gen
 def generate(model, cfg: Config, n: int, sched: dict, device, sample_steps: int | None = None,
              trace: list | None = None, batch: int = 250) -> torch.Tensor:
     """n samples in [0, 1], (n, 1, 28, 28), 250 at a time; seeded by cfg.seed. Batches this
-    size bound memory and, on a CPU, measured faster per image than larger ones, whose
+    size bound memory and, on a CPU, measured faster per image than batches of 500, whose
     activations no longer fit the cache. `trace` follows the first batch (DDIM only)."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     out = []
