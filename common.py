@@ -697,10 +697,11 @@ def save_rows(path, rows: list, col_titles: list[str] | None = None,
             for c, text in enumerate(col_titles):
                 ax.text(c * (canvas.shape[1] + 2) / ncol + 14, -3, text, ha="center",
                         va="bottom", fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=8)
+    if title:  # above the top row, and above its column titles when there are some
+        axes[0, 0].set_title(title, fontsize=8, pad=12 if col_titles else 4)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=110)
+    # "tight" grows the picture to hold every label, so none is cut at the edge.
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     return Path(path)
 

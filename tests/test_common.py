@@ -735,6 +735,20 @@ def test_save_grid_writes_a_readable_png(tmp_path):
         assert img.ndim == 3 and img.shape[0] > 28 and img.shape[1] > 28
 
 
+def test_save_rows_keeps_every_label_inside_the_picture(tmp_path):
+    import matplotlib.image
+
+    # Blank images: any dark pixel in the picture's outer frame is cut-off text.
+    rows = [(f"digit {d}", torch.zeros(15, 28, 28)) for d in range(10)]  # 04's guidance grid
+    titles = [f"s={s}" if k == 1 else "" for s in (0, 1, 1.75, 2, 4) for k in range(3)]
+    path = common.save_rows(tmp_path / "rows.png", rows, titles, "a title over column titles")
+    img = matplotlib.image.imread(path)[..., :3].mean(-1)  # (H, W), 1 = white
+    frame = np.concatenate([img[:2].ravel(), img[-2:].ravel(), img[:, :2].ravel(),
+                            img[:, -2:].ravel()])
+    assert frame.min() > 0.9
+    assert (img[:, :40] < 0.5).any()  # the row labels are there, left of the images
+
+
 def test_save_samples_round_trip(tmp_path):
     x = torch.rand(6, 1, 28, 28) * 2 - 0.5
     common.save_samples(tmp_path, x, torch.tensor([0, 1, 2, 3, 4, 9]))
