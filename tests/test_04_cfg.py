@@ -150,8 +150,9 @@ def test_balanced_labels():
     assert set(cfg_mod.balanced_labels(7, 4).tolist()) == {4}
 
 
-TINY = ["--steps", "2", "--batch-size", "8", "--samples", "40", "--channels", "8",
-        "--sample-steps", "2", "--guidance", "0,1", "--default-guidance", "3"]
+UNGUIDED = ["--steps", "2", "--batch-size", "8", "--samples", "40", "--channels", "8",
+            "--sample-steps", "2"]
+TINY = UNGUIDED + ["--guidance", "0,1", "--default-guidance", "3"]
 
 
 def test_main_writes_the_contract_and_loads_back(tmp_path):
@@ -186,7 +187,7 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     with np.load(again / "samples.npz") as f:
         assert set(f["y"].tolist()) == {7}
     plain = tmp_path / "plain"  # without --guidance only the default scale is measured
-    cfg_mod.main(TINY[:-4] + ["--load", str(out / "model.pt"), "--no-gif", "--out", str(plain)])
+    cfg_mod.main(UNGUIDED + ["--load", str(out / "model.pt"), "--no-gif", "--out", str(plain)])
     m = check_outputs(plain, 40, labelled=True)
     assert [r["guidance"] for r in m["sweep"]] == [m["guidance"]]
     assert (plain / "guidance_grid.png").exists()
