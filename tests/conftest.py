@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 import common  # noqa: E402
+import judge as judge_module  # noqa: E402
 
 # On a developer's machine the property tests draw new examples every run, to find new
 # failures; on CI (CI set) they draw the same ones, so a merge never fails by chance.
@@ -29,4 +30,4 @@ def data():
 
 @pytest.fixture(scope="session")
 def judge(data):
-    return common.Judge.load(data)
+    return judge_module.Judge.load(data)

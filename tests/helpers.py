@@ -4,11 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import common
 
 JUDGE_KEYS = ("n", "fd", "fd_floor", "fd_floor_n", "fd_ratio", "score", "confidence", "coverage",
-              "memorised")
+              "memorised", "judge_accuracy")
 
 
 def strict_json(path: Path) -> dict:
@@ -23,7 +24,7 @@ def check_outputs(out: Path, n_samples: int, labelled: bool = False) -> dict:
     out = Path(out)
     for name in ("samples.png", "samples.npz", "metrics.json", "model.pt"):
         assert (out / name).is_file(), f"{name} missing from {out}"
-    assert not list(out.glob(".unfinished-*")) and not (out / ".lock").exists()
+    assert not list(out.glob(".unfinished-*")) and not list(out.glob(".finished-*"))
     assert (out / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(out / "samples.npz") as f:
         x = f["x"]
@@ -60,3 +61,9 @@ def one_line_error(main, argv, capsys, contains: str = "") -> str:
     assert err.startswith("error:") and "\n" not in err, err
     assert contains.lower() in err.lower(), err
     return err
+
+
+def write_checkpoint(path, script: str, state: dict, config: dict | None = None) -> Path:
+    """A checkpoint in the course's format, for tests of what --load does with odd ones."""
+    torch.save({"script": script, "config": config or {}, "state": state, "extra": {}}, path)
+    return Path(path)
