@@ -1,6 +1,6 @@
-"""Tests for 03_ddpm.py: the schedule, the forward process, the posterior, both samplers,
-the contract."""
-
+"""Tests for 03_ddpm.py and its experiments: the schedule, the forward process, where one
+step back lies, the targets and their weighting, training, DDIM (and DDPM as its special
+case), the contract."""
 import importlib
 import math
 import sys
@@ -12,53 +12,44 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import common
-from helpers import check_gif, check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error, strict_json
 
 ddpm = importlib.import_module("03_ddpm")
 FAST = settings(max_examples=25, deadline=None)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
 
-# --- the schedule -------------------------------------------------------------------------------
+# --- the schedule and the forward process -------------------------------------------------------
 @FAST
-@given(kind=st.sampled_from(["linear", "cosine"]), T=st.integers(10, 2000))
-def test_schedule_shapes_and_ranges(kind, T):
-    s = ddpm.make_schedule(kind, T)
+@given(T=st.integers(10, 2000))
+def test_schedule_shapes_and_ranges(T):
+    s = ddpm.make_schedule(T)
     betas, abar = s["betas"][1:], s["abar"][1:]
     assert len(s["abar"]) == T + 1 and s["abar"][0] == 1
-    assert torch.all((betas > 0) & (betas < 1))
-    assert torch.all((abar > 0) & (abar < 1))
+    assert torch.all((betas > 0) & (betas < 1)) and torch.all((abar > 0) & (abar < 1))
     assert torch.all(abar[1:] < abar[:-1]), "alpha-bar must fall strictly"
     assert torch.allclose(s["alphas"][1:], 1 - betas)
-    # Signal near zero at T: sqrt(abar_T) is how much of x_0 is left.
-    assert math.sqrt(abar[-1]) < 0.01
+    assert math.sqrt(abar[-1]) < 0.01  # what is left of x_0 at T: next to nothing
 
 
-def test_unknown_schedule_is_a_user_error():
-    with pytest.raises(common.UserError):
-        ddpm.make_schedule("quadratic", 100)
-
-
-# --- the forward process ------------------------------------------------------------------------
 @FAST
-@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(1, 60), x0=st.floats(-1, 1))
-def test_closed_form_matches_iterated_noising(kind, t, x0):
+@given(t=st.integers(1, 60), x0=st.floats(-1, 1))
+def test_closed_form_matches_iterated_noising(t, x0):
     """Iterating x <- sqrt(alpha) x + sqrt(beta) eps t times has the closed form's mean and
     variance."""
-    s = ddpm.make_schedule(kind, 60)
+    s = ddpm.make_schedule(60)
     gen = torch.Generator().manual_seed(0)
     x = torch.full((20000,), x0, dtype=torch.float64)
     for k in range(1, t + 1):
         x = s["alphas"][k].sqrt() * x + s["betas"][k].sqrt() * torch.randn(
-            x.shape, generator=gen, dtype=torch.float64
-        )
+            x.shape, generator=gen, dtype=torch.float64)
     mean, var = s["abar"][t].sqrt() * x0, 1 - s["abar"][t]
     assert abs(x.mean() - mean) < 5 * math.sqrt(var / len(x)) + 1e-9
     assert abs(x.var() - var) < 6 * var * math.sqrt(2 / len(x)) + 1e-9
 
 
 def test_q_sample_is_the_closed_form():
-    s = ddpm.make_schedule("cosine", 100)
+    s = ddpm.make_schedule(100)
     x0, eps = torch.rand(3, 1, 28, 28) * 2 - 1, torch.randn(3, 1, 28, 28)
     t = torch.tensor([1, 50, 100])
     xt = ddpm.q_sample(x0, t, eps, s)
@@ -67,27 +58,44 @@ def test_q_sample_is_the_closed_form():
         assert torch.allclose(xt[i], math.sqrt(ab) * x0[i] + math.sqrt(1 - ab) * eps[i], atol=1e-6)
 
 
-@FAST
-@given(kind=st.sampled_from(["linear", "cosine"]), t=st.integers(2, 100), x0=st.floats(-1, 1),
-       xt=st.floats(-3, 3))
-def test_posterior_matches_gaussian_conditioning(kind, t, x0, xt):
+def _one_step_back(s, t, x0, xt):
     """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0, derived
     independently: x_{t-1} ~ N(sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}),
-    x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps.
-    """
-    s = ddpm.make_schedule(kind, 100)
+    x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps. Returns (mean, variance)."""
     ab_prev, ab, a = s["abar"][t - 1].item(), s["abar"][t].item(), s["alphas"][t].item()
     m1, v1 = math.sqrt(ab_prev) * x0, 1 - ab_prev
     m2, v2, c12 = math.sqrt(ab) * x0, 1 - ab, math.sqrt(a) * (1 - ab_prev)
-    mean, var = ddpm.posterior(
-        torch.tensor(x0, dtype=torch.float64), torch.tensor(xt, dtype=torch.float64), t, s
-    )
-    assert mean.item() == pytest.approx(m1 + c12 / v2 * (xt - m2), abs=1e-9)
-    assert var == pytest.approx(v1 - c12 ** 2 / v2, rel=1e-6, abs=1e-12)
+    return m1 + c12 / v2 * (xt - m2), v1 - c12 ** 2 / v2
+
+
+@FAST
+@given(t=st.integers(2, 100), x0=st.floats(-1, 1), xt=st.floats(-3, 3))
+def test_posterior_coefficients_give_gaussian_conditionings_mean(t, x0, xt):
+    s = ddpm.make_schedule(100)
+    mean, _ = _one_step_back(s, t, x0, xt)
+    c0, ct = ddpm.posterior_coefficients(s, torch.tensor([t]))
+    assert (c0 * x0 + ct * xt).item() == pytest.approx(mean, abs=1e-5)
+
+
+@FAST
+@given(T=st.integers(2, 60), x0=st.floats(-0.9, 0.9), seed=st.integers(0, 100))
+def test_ddim_with_eta_1_on_every_step_is_ddpms_step(T, x0, seed):
+    """DDPM draws x_{t-1} from q(x_{t-1} | x_t, x0_hat). DDIM at eta = 1 on a grid of every
+    step must land at that distribution's mean plus its standard deviation times the noise."""
+    s, image = ddpm.make_schedule(T), torch.full((1, 1, 28, 28), x0)
+    ref = torch.Generator().manual_seed(seed)
+    start = torch.randn((1, 1, 28, 28), generator=ref)
+    z = torch.randn((1, 1, 28, 28), generator=ref)  # the fresh noise of the first step
+    trace = []
+    ddpm.ddim_sample(lambda x, t: image.expand_as(x), 1, s, "x0", T, "cpu",
+                     torch.Generator().manual_seed(seed), eta=1.0, clip=False, trace=trace)
+    assert [step[0] for step in trace] == list(range(T, 0, -1)) and torch.equal(trace[0][1], start)
+    mean, var = _one_step_back(s, T, x0, start.double())
+    assert torch.allclose(trace[1][1].double(), mean + math.sqrt(var) * z.double(), atol=1e-4)
 
 
 def _noised(t: int, T: int = 1000, seed: int = 1):
-    sched = ddpm.make_schedule("cosine", T)
+    sched = ddpm.make_schedule(T)
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.rand(2, 1, 28, 28, generator=gen) * 2 - 1
     eps = torch.randn(2, 1, 28, 28, generator=gen)
@@ -95,72 +103,61 @@ def _noised(t: int, T: int = 1000, seed: int = 1):
     return sched, x0, eps, tt, ddpm.q_sample(x0, tt, eps, sched)
 
 
+# --- what the network predicts, and the weighting -----------------------------------------------
 @FAST
 @given(target=st.sampled_from(ddpm.TARGETS), t=st.integers(1, 999))
 def test_each_target_converts_back_to_noise_and_image(target, t):
     sched, x0, eps, tt, xt = _noised(t)
     goal = ddpm.training_target(x0, eps, xt, tt, sched, target)
     eps_hat, x0_hat = ddpm.predictions(goal, xt, tt, sched, target)
-    ab = sched["abar"][t].item()
-    assert torch.allclose(
-        x0_hat, x0, atol=2e-3 / math.sqrt(1 - ab) * (1 if target != "xprev" else 50)
-    )
-    assert torch.allclose(
-        eps_hat, eps, atol=2e-3 / math.sqrt(ab) * (1 if target != "xprev" else 50)
-    )
-
-
-@FAST
-@given(t=st.integers(2, 1000))
-def test_xprev_is_the_posterior_mean(t):
-    sched, x0, eps, tt, xt = _noised(t)
-    mean, _ = ddpm.posterior(x0.double(), xt.double(), t, sched)
-    goal = ddpm.training_target(x0, eps, xt, tt, sched, "xprev")
-    assert torch.allclose(goal.double(), mean, atol=1e-5)
+    ab, slack = sched["abar"][t].item(), 50 if target == "xprev" else 1
+    assert torch.allclose(x0_hat, x0, atol=2e-3 / math.sqrt(1 - ab) * slack)
+    assert torch.allclose(eps_hat, eps, atol=2e-3 / math.sqrt(ab) * slack)
 
 
 @FAST
 @given(target=st.sampled_from(ddpm.TARGETS), t=st.integers(1, 1000), shift=st.floats(0.01, 1.0))
-def test_a_target_error_is_the_x0_error_times_its_scale(target, t, shift):
-    # Section 4: with x_t fixed, moving x0 by e moves each target by sqrt(scale) * e.
+def test_min_snr_weighs_every_target_as_it_weighs_the_clean_image(target, t, shift):
+    # Section 4: with x_t fixed, an error e in x0 is an error sqrt(k) e in the target. min-SNR's
+    # weight on the target's squared error times k must be min(SNR, 5), whatever the target.
     sched, x0, eps, tt, xt = _noised(t)
     ab = sched["abar"][t].item()
     moved_eps = (xt - math.sqrt(ab) * (x0 + shift)) / math.sqrt(1 - ab)  # x_t unchanged
     a = ddpm.training_target(x0, eps, xt, tt, sched, target)
     b = ddpm.training_target(x0 + shift, moved_eps, xt, tt, sched, target)
-    scale = ddpm.x0_error_scale(tt, sched, target)
-    assert torch.allclose((a - b).pow(2).mean((1, 2, 3)), scale * shift ** 2, rtol=1e-2, atol=1e-9)
+    k = (a - b).pow(2).mean().item() / shift ** 2
+    w = ddpm.timestep_weights(sched, target)[t - 1].item()
+    assert w * k == pytest.approx(min(ab / (1 - ab), 5.0), rel=2e-2)
 
 
-def test_min_snr_caps_the_x0_weight_at_five_for_every_target():
-    sched = ddpm.make_schedule("cosine", 1000)
-    t = torch.arange(1, 1001)
-    snr = (sched["abar"][1:] / (1 - sched["abar"][1:])).float()
-    for target in ddpm.TARGETS:
-        # the weight on the target's error times the target's scale = the weight on the x0 error
-        w = ddpm.timestep_weights(sched, target)
-        assert torch.allclose(w * ddpm.x0_error_scale(t, sched, target), snr.clamp(max=5.0))
-
-
-@pytest.mark.parametrize("target", ["eps", "v"])
-def test_min_snr_loss_is_on_average_the_weighted_loss_over_uniform_t(target):
+def test_min_snr_loss_is_on_average_the_weighted_loss_over_uniform_t():
     # min-SNR draws t by its weight instead of weighing each error. On average that must be
-    # mean over uniform t of w(t) * L(t); drawing t uniformly (the bug) would give mean(w) *
-    # mean(L), off by far more than the tolerance here, as L grows steeply with t.
-    sched = ddpm.make_schedule("cosine", 1000)
-    T = sched["T"]
+    # mean over uniform t of w(t) * L(t); drawing t uniformly would give mean(w) * mean(L),
+    # far off, as L grows steeply with t here.
+    sched, T = ddpm.make_schedule(1000), 1000
 
-    def model(xt, t):  # a fixed guess per t: the target's error then grows steeply with t
+    def model(xt, t):  # a fixed guess per t: the error then grows steeply with t
         return (4 * t / T).float().view(-1, 1, 1, 1).expand_as(xt)
 
-    x0 = torch.zeros(200_000, 1, 1, 1)  # x0 = 0: every target is then a multiple of eps
-    gen = torch.Generator().manual_seed(0)
-    got = ddpm.diffusion_loss(model, x0, sched, target, "minsnr", gen).item()
+    x0 = torch.zeros(200_000, 1, 1, 1)  # x0 = 0: the eps target is then eps itself
+    got = ddpm.diffusion_loss(model, x0, sched, "eps", "minsnr",
+                              torch.Generator().manual_seed(0)).item()
     t = torch.arange(1, T + 1)
-    s, r = sched["abar"][1:].sqrt().float(), (1 - sched["abar"][1:]).sqrt().float()
-    k = {"eps": torch.ones(T), "v": s}[target]  # target = k * eps when x0 = 0
-    expected = (ddpm.timestep_weights(sched, target) * ((4 * t / T) ** 2 + k ** 2)).mean()
+    expected = (ddpm.timestep_weights(sched, "eps") * ((4 * t / T) ** 2 + 1)).mean()
     assert got == pytest.approx(expected.item(), rel=0.02)
+
+
+def test_plain_weighting_draws_every_noise_level_from_1_to_T_alike():
+    sched, seen = ddpm.make_schedule(50), []
+
+    def model(xt, t):
+        seen.append(t)
+        return torch.zeros_like(xt)
+    ddpm.diffusion_loss(model, torch.zeros(50_000, 1, 1, 1), sched, "eps", "plain",
+                        torch.Generator().manual_seed(0))
+    counts = torch.bincount(torch.cat(seen), minlength=52)
+    assert counts[0] == 0 and counts[51] == 0  # t = 0 is the clean image itself: never drawn
+    assert counts[1:51].min() > 0.8 * 1000 and counts[1:51].max() < 1.2 * 1000
 
 
 def test_timestep_embedding_pairs_sin_and_cos():
@@ -169,7 +166,40 @@ def test_timestep_embedding_pairs_sin_and_cos():
     assert torch.equal(emb[0, :8], torch.zeros(8))  # sin(0) = 0: the first half is the sines
 
 
-# --- samplers ---------------------------------------------------------------------------------
+def test_unet_keeps_the_image_shape():
+    assert ddpm.UNet(8)(torch.randn(2, 1, 28, 28), torch.tensor([1, 999])).shape == (2, 1, 28, 28)
+
+
+# --- training: the moving average ---------------------------------------------------------------
+@FAST
+@given(decay=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+def test_the_moving_average_moves_toward_the_weights_by_one_minus_decay(decay, seed):
+    torch.manual_seed(seed)
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.clone() for p in ema.parameters()]
+    weights = [p.clone() for p in model.parameters()]
+    ddpm.ema_update(ema, model, decay)
+    for e, b, w, p in zip(ema.parameters(), before, weights, model.parameters()):
+        assert torch.allclose(e, decay * b + (1 - decay) * w, atol=1e-6)
+        assert torch.equal(p, w)  # the trained weights are left alone
+
+
+def test_training_averages_from_the_trained_weights_on_not_the_random_start(data, monkeypatch):
+    decays = []
+    real = ddpm.ema_update
+    monkeypatch.setattr(ddpm, "ema_update", lambda e, m, d: (decays.append(d), real(e, m, d)))
+    cfg = ddpm.Config(steps=40, batch_size=8, channels=8)
+    torch.manual_seed(0)
+    model = ddpm.UNet(8)
+    start = [p.clone() for p in model.parameters()]
+    extra = ddpm.train(model, cfg, data, torch.device("cpu"), ddpm.make_schedule(100))
+    assert len(decays) == 40 and decays[0] <= 0.1  # the first average is mostly step 1's
+    assert all(b >= a for a, b in zip(decays, decays[1:])) and max(decays) <= ddpm.EMA
+    assert math.isfinite(extra["final_loss"]) and extra["train_seconds"] > 0
+    assert any(not torch.equal(p, q) for p, q in zip(start, model.parameters()))
+
+
+# --- sampling ------------------------------------------------------------------------------------
 class PerfectDenoiser(torch.nn.Module):
     """For a data set of one image x*, the true noise is known exactly:
     eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar)."""
@@ -186,17 +216,12 @@ class PerfectDenoiser(torch.nn.Module):
 
 @pytest.mark.parametrize("clip", [True, False])
 @pytest.mark.parametrize("target", ddpm.TARGETS)
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim-stochastic"])
-def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, clip, data):
-    sched = ddpm.make_schedule("cosine", 50)
+@pytest.mark.parametrize("steps, eta", [(50, 1.0), (10, 0.0), (10, 1.0)])  # 50 of 50: DDPM
+def test_perfect_predictor_for_one_image_returns_that_image(steps, eta, target, clip, data):
+    sched = ddpm.make_schedule(50)
     image = ddpm.to_model_space(data.x_train[:1])
-    model = PerfectDenoiser(image, sched, target)
-    gen = torch.Generator().manual_seed(0)
-    if sampler == "ddpm":
-        x = ddpm.ddpm_sample(model, 3, sched, target, "cpu", gen, clip=clip)
-    else:
-        eta = 1.0 if sampler == "ddim-stochastic" else 0.0
-        x = ddpm.ddim_sample(model, 3, sched, target, 10, "cpu", gen, eta=eta, clip=clip)
+    x = ddpm.ddim_sample(PerfectDenoiser(image, sched, target), 3, sched, target, steps, "cpu",
+                         torch.Generator().manual_seed(0), eta=eta, clip=clip)
     assert torch.allclose(x, image.expand(3, -1, -1, -1), atol=1e-3)
 
 
@@ -205,7 +230,7 @@ def test_perfect_predictor_for_one_image_returns_that_image(sampler, target, cli
 def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
     # Section 4's arithmetic: an error e in predicted eps is an error e * sqrt((1 - abar) / abar)
     # in the clean image it implies; clipping keeps that image in [-1, 1] and the pair consistent.
-    sched = ddpm.make_schedule("cosine", 1000)
+    sched = ddpm.make_schedule(1000)
     image = ddpm.to_model_space(data.x_train[:1])
     perfect = PerfectDenoiser(image, sched, "eps")
     model = lambda x, tt: perfect(x, tt) + err  # noqa: E731  (the same error at every pixel)
@@ -214,17 +239,15 @@ def test_an_eps_error_is_magnified_in_x0_and_clipping_bounds_it(t, err, data):
     ab = sched["abar"][t].item()
     _, x0 = ddpm.denoise(model, xt, t, sched, "eps", clip=False)
     gain = math.sqrt((1 - ab) / ab)
-    assert torch.allclose(
-        x0 - image, torch.full_like(image, -err * gain), rtol=1e-3, atol=1e-4 * max(1.0, gain)
-    )
+    assert torch.allclose(x0 - image, torch.full_like(image, -err * gain), rtol=1e-3,
+                          atol=1e-4 * max(1.0, gain))
     eps_c, x0_c = ddpm.denoise(model, xt, t, sched, "eps", clip=True)
     assert x0_c.min() >= -1 and x0_c.max() <= 1
     assert torch.allclose(math.sqrt(ab) * x0_c + math.sqrt(1 - ab) * eps_c, xt, atol=1e-4)
 
 
 def test_deterministic_ddim_draws_nothing_after_the_starting_noise(data):
-    # eta = 0: the sample is a function of x_T alone, so no random number is drawn after it.
-    sched = ddpm.make_schedule("cosine", 50)
+    sched = ddpm.make_schedule(50)
     model = PerfectDenoiser(ddpm.to_model_space(data.x_train[:1]), sched, "eps")
     gen, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     ddpm.ddim_sample(model, 2, sched, "eps", 10, "cpu", gen, eta=0.0)
@@ -239,110 +262,66 @@ def test_ddim_timesteps_run_from_T_down_to_1():
     for steps in (1, 7, 50, 1000, 5000):
         ts = ddpm.ddim_timesteps(1000, steps)
         assert ts[0] == 1000 and ts[-1] == (1 if steps > 1 else 1000)
-        assert all(a > b for a, b in zip(ts, ts[1:]))
-        assert len(ts) == min(steps, 1000)
+        assert all(a > b for a, b in zip(ts, ts[1:])) and len(ts) == min(steps, 1000)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_samples_shape_range_and_seed_determinism(sampler):
+def test_samples_shape_range_and_seed_determinism():
     torch.manual_seed(0)
-    model = ddpm.UNet(8).eval()
-    sched = ddpm.make_schedule("cosine", 20)
-    cfg = ddpm.Config(sampler=sampler, sample_steps=3, seed=5)
-    a = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
-    b = ddpm.generate(model, cfg, 4, sched, torch.device("cpu"))
-    c = ddpm.generate(
-        model, ddpm.Config(sampler=sampler, sample_steps=3, seed=6), 4, sched, torch.device("cpu")
-    )
+    model, sched = ddpm.UNet(8).eval(), ddpm.make_schedule(20)
+    a, b, c = (ddpm.generate(model, ddpm.Config(sample_steps=3, seed=s), 4, sched, "cpu")
+               for s in (5, 5, 6))
     assert a.shape == (4, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_unet_keeps_the_image_shape():
-    model = ddpm.UNet(8)
-    out = model(torch.randn(2, 1, 28, 28), torch.tensor([1, 999]))
-    assert out.shape == (2, 1, 28, 28)
+# --- the contract, the experiments and bad inputs ------------------------------------------------
+TINY = ["--steps", "2", "--batch-size", "8", "--samples", "12", "--channels", "8",
+        "--sample-steps", "2"]
 
 
-def test_scaled_noising_settles_and_plain_noising_grows():
-    demo = ddpm.noising_demo(
-        torch.rand(8, 1, 28, 28) * 2 - 1, steps=1000, gen=torch.Generator().manual_seed(0)
-    )
-    last = demo["rows"][-1]
-    assert last["plain_std"] > 3          # sqrt(1 + 1000 * 0.02) ~ 4.6: no fixed end point
-    assert abs(last["scaled_std"] - 1) < 0.05   # N(0, I) whatever the image
-    assert abs(last["scaled_corr_with_x0"]) < 0.05
-
-
-@pytest.mark.parametrize("weighting", ["plain", "minsnr"])
-def test_short_training_is_finite_and_moves_the_weights(data, weighting):
-    cfg = ddpm.Config(steps=3, batch_size=8, channels=8, weighting=weighting)
-    sched = ddpm.make_schedule("cosine", 100)
-    torch.manual_seed(cfg.seed)
-    start = ddpm.UNet(8)
-    ema, _, loss = ddpm.train(cfg, data, torch.device("cpu"), sched)
-    assert math.isfinite(loss)
-    assert any(not torch.equal(p, q) for p, q in zip(start.parameters(), ema.parameters()))
-
-
-# --- the contract and bad inputs -----------------------------------------------------------------
-TINY = [
-    "--steps",
-    "2",
-    "--batch-size",
-    "8",
-    "--samples",
-    "12",
-    "--channels",
-    "8",
-    "--sample-steps",
-    "2",
-]
-
-
-def test_main_writes_the_contract_and_loads_back(tmp_path):
+def test_main_writes_the_contract_and_loads_back(tmp_path, capsys):
     out = tmp_path / "run"
-    ddpm.main(TINY + ["--out", str(out), "--sweep-steps", "1,2"])
+    ddpm.main(TINY + ["--out", str(out)])
     m = check_outputs(out, 12)
-    assert [r["evaluations"] for r in m["sweep"]] == [1, 2]
-    for name in ("noising.png", "forward_process.png", "sweep.png"):
-        assert (out / name).exists()
-    assert check_gif(out / "generation.gif") >= 2  # one frame per DDIM step
+    assert m["evaluations_per_image"] == 2 and check_gif(out / "generation.gif") >= 2
+    said = capsys.readouterr().out
+    assert f"files are in {out}" in said and "network evaluations per image: 2" in said
     model_bytes = (out / "model.pt").read_bytes()
     ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
                "--out", str(out), "--no-gif"])
     assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
-    assert not (out / "generation.gif").exists() and not (out / "sweep.png").exists()
+    assert not (out / "generation.gif").exists()
     m2 = check_outputs(out, 12)
     assert m2["fd"] == pytest.approx(m["fd"]), "the loaded model samples what the trained one did"
-    assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["clip"] is True
-    unclipped = tmp_path / "unclipped"
-    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
-               "--no-clip", "--out", str(unclipped)])
-    assert check_outputs(unclipped, 12)["config"]["clip"] is False
+    assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["channels"] == 8
 
 
-def test_compare_targets_trains_each_at_the_same_budget(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    compare = importlib.import_module("compare_targets")
-    out = tmp_path / "targets"
-    compare.main(TINY + ["--out", str(out), "--targets", "x0,xprev,eps+minsnr", "--no-gif"])
-    rows = check_outputs(out, 12)["targets"]
-    assert [(r["target"], r["weighting"]) for r in rows] == [
+def test_experiments_run_on_a_tiny_model(tmp_path, data):
+    ddpm.main(TINY + ["--out", str(tmp_path / "m"), "--no-gif"])
+    model = str(tmp_path / "m" / "model.pt")
+    scale = importlib.import_module("03_scale_down")
+    scale.main(["--out", str(tmp_path / "s")])
+    last = strict_json(tmp_path / "s" / "metrics.json")["rows"][-1]
+    assert last["plain_std"] > 3 and abs(last["scaled_std"] - 1) < 0.05  # as section 1 says
+    assert (tmp_path / "s" / "forward_process.png").exists()
+    steps = importlib.import_module("03_sampling_steps")
+    steps.main(["--load", model, "--samples", "6", "--sweep", "1,3", "--out", str(tmp_path / "p")])
+    rows = strict_json(tmp_path / "p" / "metrics.json")["sweep"]
+    assert [r["evaluations"] for r in rows] == [1, 3] and rows[0]["n"] == 6
+    targets = importlib.import_module("03_targets")
+    targets.main(TINY + ["--targets", "x0,xprev,eps+minsnr", "--sample-steps", "3",
+                         "--load", model, "--out", str(tmp_path / "t")])
+    m = strict_json(tmp_path / "t" / "metrics.json")
+    assert [(r["target"], r["weighting"]) for r in m["targets"]] == [
         ("x0", "plain"), ("xprev", "plain"), ("eps", "minsnr")]
-    assert (out / "estimates.png").exists()
+    assert m["unclipped"]["n"] == 12 and (tmp_path / "t" / "estimates.png").exists()
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--steps", "-1"], "--steps"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--sample-steps", "0"], "--sample-steps"),
-    (["--ema", "1.5"], "--ema"),
-    (["--sweep-steps", "5,x"], "sweep-steps"),
-    (["--target", "noise"], "invalid choice"),
-    (["--channels", "12"], "multiple of 8"),
-    (["--channels", "4"], "at least 8"),
+    (["--steps", "-1"], "--steps"), (["--batch-size", "0"], "--batch-size"),
+    (["--sample-steps", "0"], "--sample-steps"), (["--eta", "1.5"], "--eta"),
+    (["--target", "noise"], "invalid choice"), (["--channels", "12"], "multiple of 8"),
+    (["--channels", "0"], "min 8"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
 ])
 def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
@@ -354,8 +333,8 @@ def test_bad_data_and_checkpoints(capsys, tmp_path):
     np.savez(tmp_path / "shape.npz", x=np.zeros((120, 32, 32), np.uint8), y=np.zeros(120, np.int64))
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     for flag, name, says in [("--data", "none.npz", "not found"),
-                             ("--data", "corrupt.npz", "readable"),
-                             ("--data", "shape.npz", "(N, 28, 28)"),
+                             ("--data", "corrupt.npz", "not an .npz"),
+                             ("--data", "shape.npz", "(120, 32, 32)"),
                              ("--load", "bad.pt", "checkpoint"),
                              ("--load", "missing.pt", "not found")]:
         one_line_error(ddpm.main, [flag, str(tmp_path / name), "--out", str(tmp_path)], capsys,

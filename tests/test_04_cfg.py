@@ -1,6 +1,9 @@
-"""Tests for 04_cfg.py: guidance at s = 0 and 1, label dropout, the null token, the contract."""
+"""Tests for 04_cfg.py and its experiment: guidance at s = 0 and 1, the guided clean-image
+estimate, label dropout, the null token, the animation, the contract."""
 import importlib
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import check_gif, check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error, strict_json
 
 cfg_mod = importlib.import_module("04_cfg")
 FAST = settings(max_examples=15, deadline=None)
@@ -38,7 +41,8 @@ def model():
     return m
 
 
-SCHED = cfg_mod.make_schedule("cosine", 1000)
+SCHED = cfg_mod.make_schedule(1000)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
 
 @FAST
@@ -63,6 +67,26 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional(model, seed, t, d
     assert not torch.allclose(eps_c, eps_u), "the label must change the prediction"
 
 
+@FAST
+@given(seed=st.integers(0, 10_000), t=st.integers(1, 999), target=st.sampled_from(cfg_mod.TARGETS))
+def test_the_clean_image_estimate_is_the_guided_ones(model, seed, t, target):
+    # Whatever the target, the estimate sampling uses is the one the guided output implies:
+    # guide, then convert (not the conditional prediction's, nor the unconditional one's).
+    gen = torch.Generator().manual_seed(seed)
+    x, labels = torch.randn(2, 1, 28, 28, generator=gen), torch.tensor([3, 8])
+    tt = torch.full((2,), t)
+    s = 0.5 + seed % 5
+    with torch.no_grad():
+        out_c, out_u = model(x, tt, labels), model(x, tt, torch.full_like(labels, cfg_mod.NULL))
+    eps, x0 = cfg_mod.predictions(out_u + s * (out_c - out_u), x, tt, SCHED, target)
+    got_eps, got_x0 = cfg_mod.denoise(model, x, t, labels, s, SCHED, target, clip=False)
+    # The conditional estimate is off from the guided one by `gap`; the answer must be far
+    # closer to the guided one than that (where the gap is not lost in rounding).
+    gap = (x0 - cfg_mod.predictions(out_c, x, tt, SCHED, target)[1]).abs().max().item()
+    assert (got_x0 - x0).abs().max().item() <= 0.01 * gap + 1e-5
+    assert torch.allclose(got_eps, eps, atol=1e-4, rtol=1e-4)
+
+
 def test_guided_prediction_is_one_call_on_a_doubled_batch(model):
     rec = Recorder(model)
     labels = torch.tensor([3, 7])
@@ -82,11 +106,10 @@ def test_null_token_used_exactly_where_labels_were_dropped():
     gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     x0 = torch.zeros(16, 1, 28, 28)
     y = torch.arange(16) % 10
-    cfg_mod.diffusion_loss(rec, x0, y, cfg_mod.make_schedule("cosine", 100), "eps", "plain", 0.5,
-                           gen_a)
-    torch.randint(1, 101, (16,), generator=gen_b)         # the loss draws t first,
-    torch.randn(x0.shape, generator=gen_b)                # then the noise,
-    expected = cfg_mod.drop_labels(y, 0.5, gen_b)         # then the drop
+    cfg_mod.diffusion_loss(rec, x0, y, cfg_mod.make_schedule(100), "eps", "plain", gen_a)
+    torch.randint(1, 101, (16,), generator=gen_b)             # the loss draws t first,
+    torch.randn(x0.shape, generator=gen_b)                    # then the noise,
+    expected = cfg_mod.drop_labels(y, cfg_mod.P_UNCOND, gen_b)  # then the drop
     assert torch.equal(rec.calls[0], expected)
 
 
@@ -109,10 +132,26 @@ def test_training_hands_the_null_label_to_the_model_at_the_dropout_rate(data, mo
         seen.append(label.clone())
         return real(self, x, t, label)
     monkeypatch.setattr(cfg_mod.UNet, "forward", spy)
-    cfg_mod.train(cfg_mod.Config(steps=4, batch_size=100, channels=8, p_uncond=0.3), data,
-                  torch.device("cpu"), cfg_mod.make_schedule("cosine", 100))
-    rate = (torch.cat(seen) == cfg_mod.NULL).float().mean().item()
-    assert abs(rate - 0.3) < 5 * math.sqrt(0.3 * 0.7 / 400)
+    torch.manual_seed(0)
+    cfg_mod.train(cfg_mod.UNet(8), cfg_mod.Config(steps=4, batch_size=100, channels=8), data,
+                  torch.device("cpu"), cfg_mod.make_schedule(100))
+    rate, p = (torch.cat(seen) == cfg_mod.NULL).float().mean().item(), cfg_mod.P_UNCOND
+    assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / 400)
+
+
+def test_training_averages_from_the_trained_weights_on_not_the_random_start(data, monkeypatch):
+    decays = []
+    real = cfg_mod.ema_update
+    monkeypatch.setattr(cfg_mod, "ema_update", lambda e, m, d: (decays.append(d), real(e, m, d)))
+    cfg_mod.train(cfg_mod.UNet(8), cfg_mod.Config(steps=30, batch_size=8, channels=8), data,
+                  torch.device("cpu"), cfg_mod.make_schedule(100))
+    assert len(decays) == 30 and decays[0] <= 0.1
+    assert all(b >= a for a, b in zip(decays, decays[1:])) and max(decays) <= cfg_mod.EMA
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.clone() for p in ema.parameters()]
+    cfg_mod.ema_update(ema, model, 0.75)
+    for e, b, w in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.75 * b + 0.25 * w, atol=1e-6)
 
 
 def test_null_token_is_a_learned_embedding_row():
@@ -121,28 +160,20 @@ def test_null_token_is_a_learned_embedding_row():
     assert m.label_emb.weight[cfg_mod.NULL].abs().sum() > 0, "not a zero vector"
 
 
-def test_diversity_is_zero_for_copies_and_positive_otherwise():
-    x = torch.rand(6, 28, 28)
-    labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    assert cfg_mod.within_class_diversity(x[[0, 0, 0, 3, 3, 3]], labels) == 0
-    assert cfg_mod.within_class_diversity(x, labels) > 0
-
-
-def test_the_grid_shares_its_starting_noise_across_scales(model):
-    # A model that ignores the label predicts the same noise with and without it, so guidance
-    # changes nothing; with the same starting noise every scale's column is then identical.
-    deaf = cfg_mod.UNet(8).eval()
-    deaf.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        deaf.label_emb.weight.copy_(model.label_emb.weight[:1].expand(11, -1))
-    cfg = cfg_mod.Config(sample_steps=2, default_guidance=3.0)
-    grids = cfg_mod.guidance_grid(deaf, cfg, SCHED, torch.device("cpu"))
-    assert sorted(grids) == [0, 1, 2, 3, 4]
-    for g in grids.values():
-        assert g.shape == (30, 1, 28, 28) and torch.allclose(g, grids[0], atol=1e-5)
-    # with the label heard, the scales differ
-    heard = cfg_mod.guidance_grid(model, cfg, SCHED, torch.device("cpu"), scales=(0, 4))
-    assert not torch.allclose(heard[0], heard[4], atol=1e-3)
+def test_the_experiment_measures_each_scale_from_the_same_noise(model, tmp_path):
+    guidance = importlib.import_module("04_guidance")
+    x, labels = torch.rand(6, 28, 28), torch.tensor([0, 0, 0, 1, 1, 1])
+    assert guidance.within_class_diversity(x[[0, 0, 0, 3, 3, 3]], labels) == 0
+    assert guidance.within_class_diversity(x, labels) > 0
+    ckpt = tmp_path / "model.pt"
+    torch.save({"script": cfg_mod.SCRIPT, "config": {"channels": 8}, "state": model.state_dict(),
+                "extra": {"train_seconds": 1.0}}, ckpt)
+    guidance.main(["--load", str(ckpt), "--samples", "20", "--sample-steps", "2", "--scales",
+                   "0,1,4", "--out", str(tmp_path / "g")])
+    m = strict_json(tmp_path / "g" / "metrics.json")
+    assert [r["guidance"] for r in m["sweep"]] == [0.0, 1.0, 4.0]
+    assert all(r["n"] == 20 and 0 <= r["label_accuracy"] <= 1 for r in m["sweep"])
+    assert (tmp_path / "g" / "guidance_grid.png").exists() and m["real_diversity"] > 0
 
 
 def test_balanced_labels():
@@ -150,55 +181,37 @@ def test_balanced_labels():
     assert set(cfg_mod.balanced_labels(7, 4).tolist()) == {4}
 
 
-UNGUIDED = ["--steps", "2", "--batch-size", "8", "--samples", "40", "--channels", "8",
-            "--sample-steps", "2"]
-TINY = UNGUIDED + ["--guidance", "0,1", "--default-guidance", "3"]
+TINY = ["--steps", "2", "--batch-size", "8", "--samples", "40", "--channels", "8",
+        "--sample-steps", "2"]
 
 
-def test_main_writes_the_contract_and_loads_back(tmp_path):
+def test_main_writes_the_contract_and_loads_back(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    cfg_mod.main(TINY + ["--out", str(out)])
+    cfg_mod.main(TINY + ["--out", str(out), "--guidance", "3"])
     m = check_outputs(out, 40, labelled=True)
-    assert [r["guidance"] for r in m["sweep"]] == [0.0, 1.0, 3.0]
-    assert "label_accuracy" in m and (out / "guidance_grid.png").exists()
+    assert m["guidance"] == 3.0 and "label_accuracy" in m and m["evaluations_per_image"] == 4
     assert check_gif(out / "generation.gif") >= 2
     with np.load(out / "samples.npz") as f:
         assert np.bincount(f["y"], minlength=10).tolist() == [4] * 10
-    again = tmp_path / "again"
-    cfg_mod.main(
-        [
-            "--load",
-            str(out / "model.pt"),
-            "--samples",
-            "10",
-            "--sample-steps",
-            "2",
-            "--guidance",
-            "2",
-            "--default-guidance",
-            "2",
-            "--digit",
-            "7",
-            "--out",
-            str(again),
-        ]
-    )
-    check_outputs(again, 10, labelled=True)
+    pictures = {}
+    real = cfg_mod.common.save_images
+    monkeypatch.setattr(cfg_mod.common, "save_images",
+                        lambda path, *a, **k: (pictures.__setitem__(path.name, (a, k)),
+                                               real(path, *a, **k))[1])
+    again = tmp_path / "again"  # a few samples, one digit: the animation is there, labelled so
+    cfg_mod.main(["--load", str(out / "model.pt"), "--samples", "6", "--sample-steps", "2",
+                  "--digit", "7", "--out", str(again)])
+    check_outputs(again, 6, labelled=True)
     with np.load(again / "samples.npz") as f:
         assert set(f["y"].tolist()) == {7}
-    plain = tmp_path / "plain"  # without --guidance only the default scale is measured
-    cfg_mod.main(UNGUIDED + ["--load", str(out / "model.pt"), "--no-gif", "--out", str(plain)])
-    m = check_outputs(plain, 40, labelled=True)
-    assert [r["guidance"] for r in m["sweep"]] == [m["guidance"]]
-    assert (plain / "guidance_grid.png").exists()
+    (frames, ncol, rows, captions), _ = pictures["generation.gif"]
+    assert rows == ["777777"] and ncol == 6 and len(frames) == 2 and frames[0].shape[0] == 6
+    check_gif(again / "generation.gif")
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--digit", "10"], "--digit"),
-    (["--digit", "-2"], "--digit"),
-    (["--p-uncond", "1.5"], "--p-uncond"),
-    (["--guidance", "1,x"], "guidance"),
-    (["--guidance", "-1"], "guidance"),
+    (["--digit", "10"], "--digit"), (["--digit", "-2"], "--digit"),
+    (["--guidance", "-1"], "--guidance"), (["--guidance", "1,2"], "invalid float"),
     (["--steps", "0"], "--steps"),
 ])
 def test_bad_inputs_are_one_line(argv, says, capsys, tmp_path):

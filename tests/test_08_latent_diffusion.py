@@ -1,8 +1,10 @@
-"""Tests for 08_latent_diffusion.py: the latent's shapes and scale, noising and guidance on
-latents, the clock-limited training of --compare, the contract."""
+"""Tests for 08_latent_diffusion.py and its experiment: the latent's shapes and scale, noising,
+guidance and clipping on latents, the moving average, the contract, 08 against 04."""
 import importlib
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ from helpers import check_gif, check_outputs, one_line_error
 
 ld = importlib.import_module("08_latent_diffusion")
 FAST = settings(max_examples=15, deadline=None)
-SCHED = ld.make_schedule("cosine", 1000)
+SCHED = ld.make_schedule(1000)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
 
 def small_vae(seed=0, channels=4, width=8):
@@ -121,105 +124,110 @@ def test_clipping_bounds_the_clean_latent_and_keeps_the_pair_consistent(denoiser
     assert torch.allclose(math.sqrt(ab) * z0 + math.sqrt(1 - ab) * eps, z, atol=1e-4)
 
 
+@FAST
+@given(bound=st.floats(1.5, 6.0), value=st.floats(-8.0, 8.0), t=st.integers(1, 1000))
+def test_the_clip_is_the_latents_bound_not_pixels_range(bound, value, t):
+    # A clean-latent estimate inside the training codes' bound is left as it is, even beyond
+    # pixels' [-1, 1]; only one beyond the bound is clipped, to the bound.
+    def model(z, tt, labels):  # an x0 predictor that says `value` everywhere
+        return torch.full_like(z, value)
+    z = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(t))
+    _, z0 = ld.denoise(model, z, t, torch.tensor([1, 2]), 1.0, SCHED, "x0", clip=bound)
+    assert torch.allclose(z0, torch.full_like(z0, max(-bound, min(bound, value))))
+
+
+def test_the_moving_average_starts_from_the_trained_weights(monkeypatch, data):
+    decays = []
+    real = ld.ema_update
+    monkeypatch.setattr(ld, "ema_update", lambda e, m, d: (decays.append(d), real(e, m, d)))
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"vae": ld.EncoderDecoder(4, 8),
+                                 "denoiser": ld.LatentDenoiser(4, 16, 1)})
+    ld.train(model, ld.Config(steps=30, vae_steps=2, batch_size=16, channels=16), data,
+             torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert len(decays) == 30 and decays[0] <= 0.1  # the first average is mostly step 1's
+    assert all(b >= a for a, b in zip(decays, decays[1:])) and max(decays) <= ld.EMA
+    ema, net = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.clone() for p in ema.parameters()]
+    ld.ema_update(ema, net, 0.75)
+    for e, b, w in zip(ema.parameters(), before, net.parameters()):
+        assert torch.allclose(e, 0.75 * b + 0.25 * w, atol=1e-6)
+
+
 def test_samples_are_decoded_latents_and_seeded(denoiser):
-    vae = small_vae()
-    cfg = ld.Config(sample_steps=3, seed=5, channels=16, blocks=2)
-    labels = ld.balanced_labels(6)
-    trace = []
-    a = ld.generate(denoiser, vae, cfg, labels, SCHED, torch.device("cpu"), trace)
-    b = ld.generate(denoiser, vae, cfg, labels, SCHED, torch.device("cpu"))
-    assert a.shape == (6, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
-    assert torch.equal(a, b)
+    model = torch.nn.ModuleDict({"vae": small_vae(), "denoiser": denoiser})
+    cfg = ld.Config(sample_steps=3, seed=5, channels=16)
+    labels, trace = ld.balanced_labels(6), []
+    a = ld.generate(model, cfg, labels, torch.device("cpu"), trace)
+    b = ld.generate(model, cfg, labels, torch.device("cpu"))
+    assert a.shape == (6, 1, 28, 28) and a.min() >= 0 and a.max() <= 1 and torch.equal(a, b)
     assert len(trace) == 3 and trace[0][1].shape == (6, 4, 7, 7)  # the trace holds latents
 
 
-@pytest.mark.parametrize("seconds, steps", [(None, 7), (0.0, 11)])
-def test_the_denoiser_trains_for_its_steps_or_as_long_as_the_clock_allows(seconds, steps):
-    cfg = ld.Config(steps=7, batch_size=16, channels=16, blocks=1)
-    z, y = torch.randn(64, 4, 7, 7), torch.arange(64) % 10
-    model, _, done = ld.train_denoiser(cfg, z, y, torch.device("cpu"),
-                                       ld.make_schedule("cosine", 100), seconds)
-    assert done == steps  # with no time at all it stops as soon as it has timed 10 steps
-    assert isinstance(model, ld.LatentDenoiser)
-
-
-# --- the contract and bad inputs ----------------------------------------------------------------
-TINY = ["--steps", "3", "--vae-steps", "3", "--batch-size", "16", "--samples", "40",
-        "--vae-width", "8", "--channels", "16", "--blocks", "1", "--sample-steps", "2"]
+# --- the contract, 08 against 04, and bad inputs ------------------------------------------------
+TINY = ["--steps", "3", "--vae-steps", "3", "--batch-size", "16", "--samples", "12",
+        "--channels", "16", "--sample-steps", "2"]
 
 
 def test_main_writes_the_contract_and_loads_back(tmp_path):
     out = tmp_path / "run"
     ld.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 40, labelled=True)
-    assert m["latent_values"] == 196 and m["pixel_values"] == 784
-    for key in ("recon_fd", "recon_fd_ratio", "label_accuracy", "vae_steps_per_second",
-                "denoiser_steps_per_second", "sample_seconds_per_image"):
+    m = check_outputs(out, 12, labelled=True)
+    assert m["latent_values"] == 196 and m["denoiser_steps"] == 3
+    for key in ("recon_fd", "recon_fd_ratio", "label_accuracy", "vae_seconds",
+                "denoiser_seconds"):
         assert math.isfinite(m[key]), key
-    assert m["denoiser_steps"] == 3 and "compare" not in m
     assert (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
     assert check_gif(out / "generation.gif") >= 2
     with np.load(out / "samples.npz") as f:
         first = f["x"]
-        assert np.bincount(f["y"], minlength=10).tolist() == [4] * 10
+        assert f["y"].tolist() == [d % 10 for d in range(12)]
     model_bytes = (out / "model.pt").read_bytes()
-    # Loading into the same folder: the checkpoint stays byte for byte, samples reproduce.
-    ld.main(["--load", str(out / "model.pt"), "--samples", "40", "--sample-steps", "2",
+    ld.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
              "--out", str(out), "--no-gif"])
     assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
     assert not (out / "generation.gif").exists()
-    m2 = check_outputs(out, 40, labelled=True)
+    m2 = check_outputs(out, 12, labelled=True)
     assert np.array_equal(np.load(out / "samples.npz")["x"], first)
     assert m2["train_seconds"] == m["train_seconds"] and m2["recon_fd"] == m["recon_fd"]
     assert m2["config"]["channels"] == 16, "the checkpoint's sizes, not the flags' defaults"
 
 
 def fake_04(path, **changes):
-    m = {"train_seconds": 0.5, "sample_seconds": 4.0, "n": 1000, "fd": 24.8, "fd_ratio": 5.2,
-         "label_accuracy": 0.996, "guidance": 2.0, "config": {"steps": 3000, "batch_size": 128}}
+    m = {"train_seconds": 3.0, "sample_seconds": 4.0, "n": 1000, "fd": 24.8, "fd_ratio": 5.2,
+         "label_accuracy": 0.996, "guidance": 2.0, "config": {"steps": 3000, "batch_size": 64}}
     m.update(changes)
     path.write_text(json.dumps(m))
     return path
 
 
-def test_compare_trains_for_04s_time_and_sets_the_runs_side_by_side(tmp_path, capsys):
+def test_08_against_04_trains_for_04s_time_and_sets_the_runs_side_by_side(tmp_path, capsys):
+    versus = importlib.import_module("08_versus_04")
     out = tmp_path / "cmp"
-    m = ld.main(TINY + ["--steps", "100000", "--compare", str(fake_04(tmp_path / "m.json")),
-                        "--no-gif", "--out", str(out)])
-    c = check_outputs(out, 40, labelled=True)["compare"]
-    assert m["denoiser_steps"] < 100000, "the clock, not --steps, ended training"
+    versus.main(TINY + ["--metrics-04", str(fake_04(tmp_path / "m.json")), "--out", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    c = m["compare"]
     assert c["04"]["fd"] == 24.8 and c["04"]["values_per_image"] == 784
-    assert c["04"]["steps_per_second"] == pytest.approx(3000 / 0.5)
-    assert c["08"]["values_per_image"] == 196 and c["08"]["fd"] == m["fd"]
-    assert c["08"]["steps"] == m["denoiser_steps"]
+    assert c["04"]["steps_per_second"] == pytest.approx(3000 / 3.0)
+    assert c["08"]["values_per_image"] == 196 and c["08"]["n"] == 12 and c["08"]["steps"] >= 1
     assert c["08"]["train_seconds"] == m["train_seconds"], "the autoencoder counts too"
-    assert "04 (pixels)" in capsys.readouterr().out
+    assert m["recon_fd"] > 0 and "training images per second" in capsys.readouterr().out
+    for path, says in [(tmp_path / "none.json", "not found"), (fake_04(tmp_path / "n.json",
+                       fd=None), "lacks fd")]:
+        one_line_error(versus.main, ["--metrics-04", str(path), "--out", str(tmp_path / "o")],
+                       capsys, says)
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--kl-weight", "-1"], "--kl-weight"),
-    (["--latent-channels", "0"], "--latent-channels"),
-    (["--guidance", "-1"], "--guidance"),
-    (["--channels", "20"], "multiple of 8"),
-    (["--channels", "8"], "at least 16"),
-    (["--blocks", "0"], "--blocks"),
-    (["--vae-steps", "0"], "--vae-steps"),
-    (["--target", "noise"], "invalid choice"),
+    (["--kl-weight", "-1"], "--kl-weight"), (["--guidance", "-1"], "--guidance"),
+    (["--channels", "20"], "multiple of 8"), (["--channels", "8"], "min 16"),
+    (["--vae-steps", "0"], "--vae-steps"), (["--target", "noise"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line(argv, says, capsys, tmp_path):
     one_line_error(ld.main, argv + ["--out", str(tmp_path)], capsys, says)
 
 
-def test_bad_compare_files_and_checkpoints_are_one_line(capsys, tmp_path):
-    def refused(path, says):
-        one_line_error(ld.main, ["--compare", str(path), "--out", str(tmp_path / "o")], capsys,
-                       says)
-    refused(tmp_path / "none.json", "not found")
-    (tmp_path / "bad.json").write_text("{not json")
-    refused(tmp_path / "bad.json", "readable")
-    refused(fake_04(tmp_path / "nofd.json", fd=None), "fd")
-    refused(fake_04(tmp_path / "noconfig.json", config={}), "config.steps")
-    assert not (tmp_path / "o").exists(), "refused before anything was created"
+def test_bad_checkpoints_are_one_line(capsys, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     one_line_error(ld.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
                    capsys, "checkpoint")
