@@ -17,14 +17,13 @@ This chapter brings back a likelihood, as a bound through a latent variable.
 After: 07_causal_transformer.py (exact likelihoods again, chapter 01's
 autoregression with the architecture of large language models).
 
-Run:  python 06_vae.py --samples 1000       (VAE + autoencoder + a 2-D VAE for the map)
-      python 06_vae.py --load runs/06_vae/model.pt --samples 1000
-      python 06_vae.py --map-steps 0 --no-gif   (skip the 2-D VAE and the animation)
+Run:  python 06_vae.py            (train both models, sample 1,000 digits each; runs/06_vae/)
+      python 06_vae.py --load runs/06_vae/model.pt
+      python experiments/06_latent_map.py     (a VAE with a 2-D latent, and its map)
+      python experiments/06_interpolation.py --load runs/06_vae/model.pt   (lines between codes)
 
-Writes samples.png and samples.npz (the VAE's digits from the prior),
-vae_vs_ae.png (both models sampled the same way), interpolation.png,
-latent_map.png (the 2-D VAE), generation.gif (both models decoding the same
-closed walk through the prior), metrics.json and model.pt into runs/06_vae/.
+samples.png holds the VAE's digits from the prior, vae_vs_ae.png both models sampled
+the same way, generation.gif both models decoding the same closed walk through the prior.
 """
 from __future__ import annotations
 
@@ -50,8 +49,6 @@ class Config(common.BaseConfig):
     latent_dim: int = common.flag(16, "size of the latent recipe z", min=1, max=512)
     hidden: int = common.flag(512, "width of the hidden layers", min=8, max=8192)
     lr: float = common.flag(1e-3, "Adam learning rate", min=1e-7, max=1.0)
-    map_steps: int = common.flag(2000, "steps of the 2-D VAE in latent_map.png (0: none)", min=0)
-    gif: bool = common.flag(True, "write generation.gif (--no-gif skips it)")
 
 
 # %% 1. Encoder and decoder: the same network for the autoencoder and the VAE
@@ -182,11 +179,10 @@ def ae_loss(model: EncoderDecoder, x):
     return -rec.mean(), {"rec": -rec.mean().item()}
 
 
-def build(cfg, device: torch.device) -> tuple:
-    """The VAE, the autoencoder of the same shape, and the 2-D VAE for the map (or None)."""
-    vae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device).eval()
-    ae = EncoderDecoder(cfg.latent_dim, cfg.hidden).to(device).eval()
-    return vae, ae, (EncoderDecoder(2, cfg.hidden).to(device).eval() if cfg.map_steps else None)
+def build(latent_dim: int, hidden: int) -> nn.ModuleDict:
+    """The VAE and the autoencoder of the same shape, as one module (one checkpoint)."""
+    return nn.ModuleDict({"vae": EncoderDecoder(latent_dim, hidden),
+                          "ae": EncoderDecoder(latent_dim, hidden)})
 
 
 # %% 5. Training the two side by side
@@ -195,21 +191,23 @@ def build(cfg, device: torch.device) -> tuple:
 # training digits the held-out bound is best early and then overfits while the
 # prior samples keep improving; the default length is chosen for the samples
 # (docs/experiments.md).
-def train(models: dict, data: common.Data, steps: int, batch_size: int, lr: float,
-          gen: torch.Generator, device: torch.device, label: str = "train") -> None:
-    """models: name -> (EncoderDecoder, loss_fn). Each step updates every model on one batch."""
-    opts = {name: torch.optim.Adam(m.parameters(), lr=lr) for name, (m, _) in models.items()}
-    for m, _ in models.values():
-        m.train()
-    stream = common.batches(data.x_train, data.y_train, batch_size, gen)
-    progress = common.Progress(steps, label)
-    for step in range(1, steps + 1):
-        x, _ = next(stream)
-        x = x.to(device)
+LOSSES = {"vae": vae_loss, "ae": ae_loss}
+
+
+def train(models: nn.ModuleDict, cfg: Config, data: common.Data, device) -> dict:
+    """Each step updates every model of `models` on one batch, each with its name's loss in
+    LOSSES (a VAE alone, {"vae": ...}, trains too)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opts = {name: torch.optim.Adam(m.parameters(), lr=cfg.lr) for name, m in models.items()}
+    models.train()
+    stream = common.batches(data.x_train, data.y_train, cfg.batch_size, gen)
+    progress = common.Progress(cfg.steps)
+    for step in range(1, cfg.steps + 1):
+        x = next(stream)[0].to(device)
         shown = {}  # this step's losses: Progress stops the run if any diverges
-        for name, (model, loss_fn) in models.items():
+        for name, model in models.items():
             with common.autocast(device):
-                loss, parts = loss_fn(model, x)
+                loss, parts = LOSSES[name](model, x)
             opts[name].zero_grad(set_to_none=True)
             loss.backward()
             opts[name].step()
@@ -217,19 +215,7 @@ def train(models: dict, data: common.Data, steps: int, batch_size: int, lr: floa
             if "kl" in parts:
                 shown[f"{name}_kl"] = parts["kl"]
         progress.update(step, **shown)
-    for m, _ in models.values():
-        m.eval()
-
-
-def train_all(vae, ae, vae2d, cfg, data: common.Data, gen, device) -> float:
-    """The run's training: the VAE and the autoencoder together, then the 2-D VAE; seconds."""
-    start = time.perf_counter()
-    train({"vae": (vae, vae_loss), "ae": (ae, ae_loss)}, data, cfg.steps, cfg.batch_size,
-          cfg.lr, gen, device)
-    if vae2d is not None:
-        train({"vae2d": (vae2d, vae_loss)}, data, cfg.map_steps, cfg.batch_size, cfg.lr, gen,
-              device, "2-D VAE")
-    return time.perf_counter() - start
+    return {"train_seconds": progress.elapsed()}
 
 
 # %% 6. Sampling from the prior, the held-out ELBO, and where the codes live
@@ -285,29 +271,17 @@ def code_second_moments(model: EncoderDecoder, x, device: torch.device,
     return second.mean(0).tolist()
 
 
-def held_out(vae, ae, vae2d, x, seed: int, device) -> dict:
-    """The held-out numbers: the VAE's bound and its parts, the autoencoder's reconstruction."""
-    m = {**held_out_elbo(vae, x, torch.Generator().manual_seed(seed), device),
-         "ae_rec_nats_held": ae_reconstruction_nats(ae, x, device),
-         "vae_code_second_moment": code_second_moments(vae, x, device, True),
-         "ae_code_second_moment": code_second_moments(ae, x, device, False)}
-    if vae2d is not None:
-        gen = torch.Generator().manual_seed(seed)
-        m["neg_elbo_held_2d"] = held_out_elbo(vae2d, x, gen, device)["neg_elbo_held"]
-    return m
+def held_out(vae, ae, x, seed: int, device) -> dict:
+    """The held-out numbers: the VAE's bound and its parts, the autoencoder's reconstruction,
+    and where both models' codes live."""
+    return {**held_out_elbo(vae, x, torch.Generator().manual_seed(seed), device),
+            "ae_rec_nats_held": ae_reconstruction_nats(ae, x, device),
+            "vae_code_second_moment": code_second_moments(vae, x, device, True),
+            "ae_code_second_moment": code_second_moments(ae, x, device, False)}
 
 
-# %% 7. Walking the latent space: straight lines between codes, and a loop through the prior
-@torch.no_grad()
-def interpolate(model: EncoderDecoder, x_a, x_b, n: int, device: torch.device):
-    """Decode n evenly spaced points on the line between two digits' codes mu: (n, 1, 28, 28)."""
-    mu, _ = model.encoder(torch.stack([x_a, x_b]).to(device))        # (2, d)
-    t = torch.linspace(0, 1, n, device=device).unsqueeze(1)          # (n, 1)
-    z = (1 - t) * mu[0] + t * mu[1]                                  # (n, d)
-    return model.decode_mean(z).cpu()
-
-
-# A closed walk that never leaves the prior: for a, b ~ N(0, I) independent,
+# %% 7. A closed walk through the prior
+# For a, b ~ N(0, I) independent,
 #     z(theta) = a cos(theta) + b sin(theta)
 # is N(0, cos^2 + sin^2) = N(0, I) at every theta: each frame is a fair draw
 # from the prior, and the path closes at theta = 2 pi. (A straight line between
@@ -331,108 +305,71 @@ def decode_path(model: EncoderDecoder, z, device: torch.device):
     return x.reshape(f, w, 28, 28)
 
 
-# %% 8. Reporting: the printed numbers, the figures and the walk
-def report(m: dict) -> None:
-    v, a = m["vae_code_second_moment"], m["ae_code_second_moment"]
-    print(common.describe(m, "VAE         z ~ N(0,I): "))
-    print(common.describe(m["ae"], "autoencoder z ~ N(0,I): "))
-    print(f"held-out VAE: -ELBO {m['neg_elbo_held']:.2f} nats/image = reconstruction "
-          f"{m['rec_nats_held']:.2f} + KL {m['kl_nats_held']:.2f}; autoencoder: reconstruction "
-          f"{m['ae_rec_nats_held']:.2f} (no KL paid, so no bound on anything)")
-    print(f"E[z_j^2] per latent dim over held-out codes (the prior has 1): VAE "
-          f"{min(v):.2f}..{max(v):.2f}, autoencoder {min(a):.2f}..{max(a):.2f}")
+# %% 8. Reporting: the judge's figures for both models, the pictures and the walk
+def judged(judge, x_vae, x_ae) -> dict:
+    """The judge's figures for the VAE's samples, and ae_* (all under "ae") for the
+    autoencoder's, drawn the same way."""
+    if judge is None:
+        return {}
+    ae = judge.evaluate(x_ae)
+    return {**judge.evaluate(x_vae), "ae_fd": ae["fd"], "ae_fd_ratio": ae["fd_ratio"],
+            "ae_confidence": ae["confidence"], "ae": ae}
 
 
-def save_pictures(out, cfg: Config, vae, ae, vae2d, x_vae, x_ae, data: common.Data, device):
-    """The VAE's samples, then both models sampled, interpolated and walked the same way."""
-    models = (("VAE", vae, x_vae), ("AE", ae, x_ae))
-    common.save_grid(out / "samples.png", x_vae[:100], 10, "VAE: decoder means at z ~ N(0, I)")
-    rows = [(name, s[i:i + 12]) for name, _, s in models for i in range(0, min(36, len(s)), 12)]
-    common.save_rows(out / "vae_vs_ae.png", rows, title="decoder means at z ~ N(0, I)")
-    x, y = data.x_held, data.y_held.tolist()  # lines between look-alike digits: 1 and 7, ...
-    pairs = [(y.index(a), y.index(b)) for a, b in ((1, 7), (3, 8), (4, 9)) if {a, b} <= set(y)]
-    rows = [(name, interpolate(model, x[i], x[j], 10, device))
-            for i, j in pairs or [(0, 1)] for name, model, _ in models]
-    common.save_rows(out / "interpolation.png", rows, title="straight lines between codes")
-    if vae2d is not None:
-        save_latent_map(out / "latent_map.png", vae2d, x, data.y_held, device)
+def save_pictures(out, cfg: Config, vae, ae, x_vae, x_ae, device) -> None:
+    """samples.png, vae_vs_ae.png (up to 36 samples of each) and generation.gif."""
+    common.save_images(out / "samples.png", x_vae[:100], 10,
+                       titles="VAE: decoder means at z ~ N(0, I)")
+    ncol = min(12, len(x_vae))
+    rows = min(36, len(x_vae)) // ncol  # whole rows of each model's samples
+    common.save_images(out / "vae_vs_ae.png", torch.cat([x_vae[:rows * ncol], x_ae[:rows * ncol]]),
+                       ncol, ["VAE"] * rows + ["autoencoder"] * rows,
+                       "decoder means at z ~ N(0, I)")
     if cfg.gif:  # one closed walk through the prior, decoded by both models; a loop: no hold
         z = prior_loop(8, 48, vae.latent_dim, torch.Generator().manual_seed(cfg.seed + 1))
         frames = torch.cat([decode_path(vae, z, device), decode_path(ae, z, device)], 1)
-        common.save_animation(out / "generation.gif", list(frames), ["z(theta) = a cos theta + "
-                              "b sin theta"] * 48, 8, row_labels=["VAE", "autoencoder"], hold_s=0)
-
-
-@torch.no_grad()
-def save_latent_map(path, model: EncoderDecoder, x, y, device, grid: int = 15) -> None:
-    """The classic 2-D VAE picture: where held-out digits land, and what every place decodes to."""
-    mu = model.encoder(x.to(device))[0].cpu()
-    # Grid points at evenly spaced quantiles of N(0, 1) in each axis, so each
-    # cell covers the same prior probability (Kingma and Welling's figure).
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, grid))
-    zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)  # row 0: top
-    plt = common.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6))
-    dots = left.scatter(*mu.T, c=y, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
-    fig.colorbar(dots, ax=left, ticks=range(10), label="digit")
-    left.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal", title="held-out codes mu(x)")
-    right.imshow(common.tile(model.decode_mean(zz.to(device)), grid), cmap="gray_r", vmin=0, vmax=1)
-    right.set(title="decoded at a grid of N(0, 1) quantiles", xticks=[], yticks=[])
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+        common.save_images(out / "generation.gif", list(frames), 8, ["VAE", "autoencoder"],
+                           ["z(theta) = a cos theta + b sin theta"] * 48, fps=8, hold_s=0)
 
 
 # %% 9. Putting it together
-SUMMARY = ["train_seconds", "sample_seconds", "neg_elbo_held", "n", "fd", "fd_floor", "fd_ratio",
-           "score", "confidence", "coverage", "memorised", "ae_fd", "ae_fd_ratio"]
-
-
-def load_or_train(cfg: Config, data, gen, device, out) -> tuple:
-    """(vae, autoencoder, 2-D VAE or None, training seconds): loaded from --load, or trained."""
-    ckpt = common.load_checkpoint(cfg.load, SCRIPT) if cfg.load else None
-    if ckpt:  # these define the models: the checkpoint's, whatever the flags say
-        for key in ("latent_dim", "hidden", "map_steps"):
-            setattr(cfg, key, ckpt["config"].get(key, getattr(cfg, key)))
-    vae, ae, vae2d = build(cfg, device)
-    models = {"vae": vae, "ae": ae, **({"vae2d": vae2d} if vae2d is not None else {})}
-    if ckpt:
-        for name, model in models.items():
-            common.load_state(model, ckpt["state"].get(name, {}), cfg.load)
-        common.copy_checkpoint(cfg.load, out)
-        print(f"loaded {cfg.load}: latent_dim {cfg.latent_dim}, hidden {cfg.hidden}")
-        return vae, ae, vae2d, ckpt["extra"].get("train_seconds", 0.0)
-    seconds = train_all(vae, ae, vae2d, cfg, data, gen, device)
-    state = {name: model.state_dict() for name, model in models.items()}
-    common.save_checkpoint(out / "model.pt", SCRIPT, cfg, state, {"train_seconds": seconds})
-    return vae, ae, vae2d, seconds
+LINES = [("neg_elbo_held", "VAE held-out -ELBO, nats per image (lower is better)"),
+         ("rec_nats_held", "  its reconstruction part"), ("kl_nats_held", "  its KL part"),
+         ("ae_rec_nats_held", "autoencoder held-out reconstruction, nats (no KL: no bound)"),
+         ("ae_fd", "autoencoder FD at z ~ N(0, I) (lower is better; the VAE's below)"),
+         ("ae_confidence", "autoencoder: the judge's confidence (higher is better)")]
 
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
-    with common.run_folder(cfg, __file__) as out:
-        gen = common.seed_everything(cfg.seed)
+    with common.run_folder(cfg, SCRIPT) as out:
+        common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.Judge.load(data)
-        vae, ae, vae2d, train_seconds = load_or_train(cfg, data, gen, device, out)
+        judge = common.load_judge(data)
+        cfg, models, extra = common.load_or_train(
+            cfg, out, SCRIPT, ("latent_dim", "hidden"),
+            lambda c: build(c.latent_dim, c.hidden).to(device),
+            lambda m: train(m, cfg, data, device))
+        vae, ae = models["vae"], models["ae"]
         # The VAE's samples are the chapter's samples: timed, saved, judged. The
         # autoencoder is sampled the same way, from the same generator, for contrast.
-        sample_gen, start = torch.Generator().manual_seed(cfg.seed), time.perf_counter()
-        x_vae = sample_prior(vae, cfg.samples, sample_gen, device)
+        gen, start = torch.Generator().manual_seed(cfg.seed), time.perf_counter()
+        x_vae = sample_prior(vae, cfg.samples, gen, device)
         sample_seconds = time.perf_counter() - start
-        x_ae = sample_prior(ae, cfg.samples, sample_gen, device)
-        vae_eval, ae_eval = judge.evaluate(x_vae), judge.evaluate(x_ae)
-        metrics = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, **vae_eval,
-                   "ae_fd": ae_eval["fd"], "ae_fd_ratio": ae_eval["fd_ratio"],
-                   "ae_confidence": ae_eval["confidence"], "ae": ae_eval,
-                   **held_out(vae, ae, vae2d, data.x_held, cfg.seed, device),
+        x_ae = sample_prior(ae, cfg.samples, gen, device)
+        metrics = {**extra, "sample_seconds": sample_seconds, "device": str(device),
+                   **judged(judge, x_vae, x_ae), **held_out(vae, ae, data.x_held, cfg.seed, device),
                    "config": dataclasses.asdict(cfg)}
-        report(metrics)
+        v, a = metrics["vae_code_second_moment"], metrics["ae_code_second_moment"]
+        print(f"E[z_j^2] per latent dim over held-out codes (the prior has 1): VAE "
+              f"{min(v):.2f}..{max(v):.2f}, autoencoder {min(a):.2f}..{max(a):.2f}")
         common.save_samples(out, x_vae)
-        save_pictures(out, cfg, vae, ae, vae2d, x_vae, x_ae, data, device)
+        save_pictures(out, cfg, vae, ae, x_vae, x_ae, device)
         common.save_metrics(out, metrics)
-    common.print_summary(metrics, SUMMARY)
+    common.print_summary(metrics, LINES)
 
 
+# %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)

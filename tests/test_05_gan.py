@@ -1,8 +1,11 @@
 """Tests for 05_gan.py: shapes, the losses' formulas, each player's step (no gradient leaks, the
-non-saturating loss), determinism, the critic filter, the contract and the GIF."""
+non-saturating loss), generation image by image, determinism, the critic filter, the history
+the figures are drawn from, the contract and the GIF; and experiments/05_walks.py."""
 import copy
 import importlib
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,24 +13,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import common
-from helpers import check_gif, check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error, strict_json, write_checkpoint
 
 gan = importlib.import_module("05_gan")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+walks = importlib.import_module("05_walks")
 CPU = torch.device("cpu")
+ARCHS = ["dcgan", "mlp"]
 logit_lists = st.lists(st.floats(-12, 12), min_size=1, max_size=16)
 
 
 def pair(arch="dcgan", seed=0, z_dim=8, width=4):
     torch.manual_seed(seed)
-    return gan.build(arch, z_dim, width)
+    model = gan.build(arch, z_dim, width)
+    return model["generator"], model["critic"]
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_shapes_and_ranges(arch):
     G, D = pair(arch)
-    z = torch.randn(5, 8)
-    x = G(z)
+    x = G(torch.randn(5, 8))
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert D(x).shape == (5,)
     imgs = gan.generate(G, torch.randn(7, 8), CPU, chunk=3)
@@ -35,12 +40,35 @@ def test_shapes_and_ranges(arch):
     assert G.training  # generate() restores the mode it found
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(2, 12), seed=st.integers(0, 10_000), data=st.data())
+def test_each_generated_image_depends_on_its_own_z_alone(arch, n, seed, data):
+    # Issue 33: sampling with BatchNorm left in training mode normalises each image by its
+    # batch's statistics, so changing the other z's of a batch changes every image. The
+    # generator is handed over in training mode (as training leaves it) and with running
+    # statistics of its own, so that eval mode is not just the identity.
+    G, _ = pair(arch, seed % 5)
+    with torch.no_grad():
+        G(torch.randn(32, 8) * 3 + 1)  # a training-mode pass moves the running statistics
+    G.train()
+    i = data.draw(st.integers(0, n - 1))
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 8, generator=gen)
+    others = torch.randn(n, 8, generator=gen) * 2 + 1
+    others[i] = z[i]
+    assert torch.allclose(gan.generate(G, z, CPU)[i], gan.generate(G, others, CPU)[i], atol=1e-5)
+    assert torch.allclose(gan.generate(G, z, CPU)[i], gan.generate(G, z[i:i + 1], CPU)[0],
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_batchnorm_is_not_the_copied_bug(arch):
     # BatchNorm(c, 0.8) would set eps = 0.8; every norm layer keeps the defaults.
-    G, _ = pair(arch)
+    G, D = pair(arch)
     norms = [m for m in G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(m.eps == 1e-5 and m.momentum == 0.1 for m in norms)
+    assert not [m for m in D.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 @settings(max_examples=30, deadline=None)
@@ -86,7 +114,7 @@ def same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_critic_step_updates_only_the_critic_through_the_critic_loss(arch):
     G, D = pair(arch)
     # Plain SGD here, so the new weights differ exactly by lr x the gradient:
@@ -94,8 +122,7 @@ def test_critic_step_updates_only_the_critic_through_the_critic_loss(arch):
     # in near-zero gradients into full-size steps.
     opt_d = torch.optim.SGD(D.parameters(), lr=0.1)
     real, z = torch.rand(6, 1, 28, 28) * 2 - 1, torch.randn(6, 8)
-    G_before = params(G)
-    D_before = params(D)
+    G_before, D_before = params(G), params(D)
     D_replay = copy.deepcopy(D)
     opt_replay = torch.optim.SGD(D_replay.parameters(), lr=0.1)
     fake = G(z)  # carries its graph back to G: the step must not follow it
@@ -112,7 +139,7 @@ def test_critic_step_updates_only_the_critic_through_the_critic_loss(arch):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_generator_step_updates_only_the_generator(arch):
     G, D = pair(arch)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
@@ -123,7 +150,7 @@ def test_generator_step_updates_only_the_generator(arch):
     assert all(p.requires_grad for p in D.parameters())  # the freeze is undone
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_generator_step_is_one_sgd_step_on_the_non_saturating_loss(arch):
     # With a fixed critic and batch, generator_step with plain SGD must move G exactly as one
     # SGD step on -E log D(G(z)) computed here from sigmoid. The critic is made to reject
@@ -159,28 +186,48 @@ def test_train_step_changes_both_and_reports_accuracies():
     assert math.isfinite(stats["d_loss"]) and math.isfinite(stats["g_loss"])
 
 
-def test_training_is_seeded_and_deterministic(data):
+SMALL = dict(steps=3, batch_size=8, z_dim=8, width=4, monitor_every=2, monitor_n=12)
+
+
+def test_training_is_seeded_and_keeps_the_fixed_batch_as_bytes(data):
     def run(seed):
         torch.manual_seed(seed)
-        G, D = gan.build("dcgan", 8, 4)
-        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
-        opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
-        for i in range(3):
-            gan.train_step(G, D, opt_g, opt_d, data.x_train[i * 8:(i + 1) * 8] * 2 - 1, 8, CPU)
-        return torch.cat([p.flatten() for p in list(G.parameters()) + list(D.parameters())])
+        model = gan.build("dcgan", 8, 4)
+        extra = gan.train(model, gan.Config(seed=seed, **SMALL), data, CPU)
+        return model, extra["history"]
 
-    assert torch.equal(run(0), run(0))
-    assert not torch.equal(run(0), run(1))
+    (m0, h0), (m0b, h0b), (m1, _) = run(0), run(0), run(1)
+    flat = [torch.cat([p.flatten() for p in m.parameters()]) for m in (m0, m0b, m1)]
+    assert torch.equal(flat[0], flat[1]) and not torch.equal(flat[0], flat[2])
+    assert h0["monitor_steps"] == [2, 3] and len(h0["acc_real"]) == 3
+    assert all(s.dtype == torch.uint8 and s.shape == (12, 28, 28) for s in h0["snapshots"])
+    assert all(torch.equal(a, b) for a, b in zip(h0["snapshots"], h0b["snapshots"]))
+    # the last snapshot is the trained generator's images of the fixed z, rounded to bytes
+    z = torch.randn(12, 8, generator=torch.Generator().manual_seed(1))
+    x = gan.generate(m0["generator"], z, CPU)[:, 0]
+    assert (h0["snapshots"][-1].float() / 255 - x).abs().max() <= 0.5 / 255 + 1e-6
 
 
-def test_slerp_ends_and_keeps_the_norm():
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
-    b = b - (b @ a) / (a @ a) * a
-    b = b * a.norm() / b.norm()                        # orthogonal, same norm
-    path = gan.slerp(a, b, torch.linspace(0, 1, 5).unsqueeze(1))
-    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
-    assert torch.allclose(path.norm(dim=1), a.norm().expand(5), rtol=1e-4)
+class CountingJudge:
+    """A stand-in judge: calls a digit dark (0) or bright (1) by its mean intensity."""
+
+    def evaluate(self, x):
+        labels = (x.flatten(1).mean(1) > 0.5).long()
+        return {"class_counts": np.bincount(labels.numpy(), minlength=10).tolist()}
+
+
+def test_watch_sorts_each_snapshot_then_keeps_a_small_clone():
+    snaps = [torch.full((20, 28, 28), v, dtype=torch.uint8) for v in (0, 255)]
+    snaps[0][:3] = 255  # three bright digits among 20 dark ones at the first check
+    extra = gan.watch({"history": {"monitor_steps": [1, 2], "snapshots": snaps}},
+                      CountingJudge())
+    h = extra["history"]
+    assert h["monitor_counts"] == [[17, 3] + [0] * 8, [0, 20] + [0] * 8]
+    assert all(s.shape == (gan.GIF_IMAGES, 28, 28) for s in h["snapshots"])
+    # a slice would carry the whole snapshot's storage into the checkpoint
+    assert all(s.untyped_storage().nbytes() == s.numel() for s in h["snapshots"])
+    assert "monitor_counts" not in gan.watch({"history": {"monitor_steps": [1], "snapshots": [
+        snaps[0]]}}, None)["history"]
 
 
 class Brightness(torch.nn.Module):
@@ -201,16 +248,14 @@ def test_critic_filter_keeps_the_best_scored_in_z_order(m, data):
     stub = Brightness()
     drawn = gan.generate(stub, z, CPU)
     kept = gan.critic_filter(stub, drawn, n, CPU, chunk=7)
-    x = drawn[kept]
-    assert x.shape == (n, 1, 28, 28)
+    assert drawn[kept].shape == (n, 1, 28, 28)
     brightest = z[:, 0].argsort(descending=True)[:n]
     assert kept.tolist() == sorted(brightest.tolist())  # the n brightest, in z order
-    assert torch.allclose(x, gan.generate(stub, z[kept], CPU))
+    assert torch.allclose(drawn[kept], gan.generate(stub, z[kept], CPU))
 
 
 def test_critic_filter_keeping_everything_keeps_every_digit_in_order():
     G, D = pair()
-    G.eval()
     z = torch.randn(9, 8)
     x = gan.generate(G, z, CPU)
     kept = gan.critic_filter(D, x, 9, CPU)
@@ -223,10 +268,13 @@ def test_running_mean():
 
 # The MLP pair goes through the same main(); its shapes and steps are tested above,
 # so one end-to-end run (the default arch) keeps the file fast.
+TINY = ["--steps", "4", "--monitor-every", "2", "--monitor-n", "20", "--samples", "16",
+        "--width", "4", "--z-dim", "8", "--batch-size", "8"]
+
+
 def test_main_writes_the_contract_and_loads_back(tmp_path):
     out = tmp_path / "run"
-    gan.main(["--steps", "4", "--monitor-every", "2", "--monitor-n", "20", "--samples", "16",
-              "--width", "4", "--z-dim", "8", "--batch-size", "8", "--out", str(out)])
+    gan.main(TINY + ["--out", str(out)])
     m = check_outputs(out, 16)
     assert m["monitor_steps"] == [2, 4] and all(sum(c) == 20 for c in m["monitor_counts"])
     for key in ("d_acc_real_final", "d_acc_fake_final", "d_acc_real_first", "d_acc_fake_first"):
@@ -234,11 +282,11 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     # The default keeps a quarter of the drawn digits and reports the unfiltered ones too.
     assert m["drawn"] == 64 and "unfiltered_fd" in m and 0 <= m["unfiltered_confidence"] <= 1
     assert m["config"]["keep"] == 0.25 and m["arch"] == "dcgan"
-    for fig in ("training.png", "modes.png", "interpolation.png"):
+    for fig in ("training.png", "modes.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
-    assert check_gif(out / "generation.gif") >= 2  # one frame per monitor check
-    ckpt = torch.load(out / "model.pt", weights_only=True)
-    snaps = ckpt["extra"]["history"]["snapshots"]
+    assert not (out / "interpolation.png").exists()  # experiments/05_walks.py draws walks
+    assert check_gif(out / "generation.gif") >= 2  # one frame per check
+    snaps = torch.load(out / "model.pt", weights_only=True)["extra"]["history"]["snapshots"]
     assert len(snaps) == 2 and snaps[0].shape == (gan.GIF_IMAGES, 28, 28)
     # --load into the same folder: the checkpoint stays byte-identical, and the samples, the
     # training time, the figures and the GIF come back from it.
@@ -250,21 +298,43 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     m2 = check_outputs(out, 16)
     assert np.array_equal(np.load(out / "samples.npz")["x"], x)
     assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["width"] == 4
-    assert (out / "training.png").exists() and m2["monitor_counts"] == m["monitor_counts"]
+    assert (out / "modes.png").exists() and m2["monitor_counts"] == m["monitor_counts"]
     assert (out / "generation.gif").read_bytes() == gif_bytes
-    # A checkpoint without snapshots (written before the GIF existed) skips only the GIF;
-    # --keep 1 shows every drawn digit and reports no unfiltered figures.
-    del ckpt["extra"]["history"]["snapshots"]
-    torch.save(ckpt, tmp_path / "old.pt")
+    # --keep 1 shows every drawn digit, in order, and reports no unfiltered figures.
     whole = tmp_path / "keep_all"
-    gan.main(["--load", str(tmp_path / "old.pt"), "--samples", "16", "--keep", "1", "--out",
-              str(whole)])
+    gan.main(["--load", str(out / "model.pt"), "--samples", "16", "--keep", "1", "--no-gif",
+              "--out", str(whole)])
     m3 = check_outputs(whole, 16)
     assert m3["drawn"] == 16 and "unfiltered_fd" not in m3
-    assert (whole / "training.png").exists() and not (whole / "generation.gif").exists()
+    assert not (whole / "generation.gif").exists()
 
 
-def test_bad_inputs(tmp_path, capsys, judge):
+def test_walks_experiment(tmp_path):
+    out = tmp_path / "walks"
+    walks.main(TINY + ["--out", str(out)])
+    m = strict_json(out / "metrics.json")
+    for where in ("ends", "line", "circle"):
+        for key in ("norm", "fd", "confidence", "n"):
+            assert isinstance(m[f"{where}_{key}"], (int, float)), f"{where}_{key}"
+    assert m["line_norm"] < m["circle_norm"]  # the straight line's middle is nearer the origin
+    assert (out / "walks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_slerp_ends_and_keeps_the_norm():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    b = b - (b @ a) / (a @ a) * a
+    b = b * a.norm() / b.norm()                        # orthogonal, same norm
+    path = walks.slerp(a, b, torch.linspace(0, 1, 5).unsqueeze(1))
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(5), rtol=1e-4)
+    # a batch of pairs, one t: each pair's own great circle
+    pairs = walks.slerp(torch.stack([a, b]), torch.stack([b, a]), 0.5)
+    assert torch.allclose(pairs[0], pairs[1], atol=1e-5)
+    assert torch.allclose(pairs.norm(dim=1), a.norm().expand(2), rtol=1e-4)
+
+
+def test_bad_inputs(tmp_path, capsys):
     one_line_error(gan.main, ["--arch", "vae"], capsys, "invalid choice")
     one_line_error(gan.main, ["--z-dim", "0"], capsys, "--z-dim")
     one_line_error(gan.main, ["--batch-size", "1"], capsys, "--batch-size")
@@ -275,16 +345,12 @@ def test_bad_inputs(tmp_path, capsys, judge):
     one_line_error(gan.main, ["--samples", "1"], capsys, "--samples")
     out = ["--out", str(tmp_path)]
     one_line_error(gan.main, ["--load", str(tmp_path / "missing.pt")] + out, capsys, "not found")
-    one_line_error(gan.main, ["--batch-size", "5000", "--steps", "1"] + out, capsys, "batch-size")
-    G, D = pair()
-    state = {"generator": G.state_dict(), "critic": D.state_dict()}
-    for name, script, cfg, says in [
-            ("foreign", "06_vae", gan.Config(), "06_vae"),
-            ("resized", "05_gan", gan.Config(z_dim=8, width=8), "does not match"),
-            ("sizeless", "05_gan", {"steps": 4}, "lacks the model's sizes")]:
+    torch.manual_seed(0)
+    state = gan.build("dcgan", 8, 4).state_dict()
+    for name, script, config, says in [
+            ("foreign", "06_vae", {"arch": "dcgan", "z_dim": 8, "width": 4}, "06_vae"),
+            ("resized", "05_gan", {"arch": "dcgan", "z_dim": 8, "width": 8}, "does not match"),
+            ("sizeless", "05_gan", {"steps": 4}, "does not match")]:
         path = tmp_path / f"{name}.pt"
-        if isinstance(cfg, dict):  # a config without the sizes that build the model
-            torch.save({"script": script, "config": cfg, "state": state, "extra": {}}, path)
-        else:
-            common.save_checkpoint(path, script, cfg, state)
+        write_checkpoint(path, script, state, config)
         one_line_error(gan.main, ["--load", str(path)] + out, capsys, says)

@@ -1,6 +1,9 @@
-"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, the walk, the contract."""
+"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, the walk, the contract, data
+smaller than a batch; and experiments/06_latent_map.py and 06_interpolation.py."""
 import importlib
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import common
-from helpers import check_gif, check_outputs, one_line_error
+from helpers import check_gif, check_outputs, one_line_error, strict_json, write_checkpoint
 
 vae = importlib.import_module("06_vae")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+latent_map = importlib.import_module("06_latent_map")
+interpolation = importlib.import_module("06_interpolation")
+CPU = torch.device("cpu")
 
 
 def small_model(seed=0, latent_dim=3, hidden=16):
@@ -147,13 +154,10 @@ def test_shapes():
     mu, logvar = model.encoder(x)
     assert mu.shape == logvar.shape == (7, 5)
     assert model.decoder(mu).shape == (7, 1, 28, 28)
-    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), torch.device("cpu"),
-                            chunk=4)
+    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), CPU, chunk=4)
     assert imgs.shape == (11, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
-    line = vae.interpolate(model, x[0], x[1], 6, torch.device("cpu"))
-    assert line.shape == (6, 1, 28, 28)
-    assert torch.allclose(line[0], model.decode_mean(mu[:1])[0], atol=1e-6)
-    assert torch.allclose(line[-1], model.decode_mean(mu[1:2])[0], atol=1e-6)
+    pair = vae.build(3, 16)
+    assert set(pair) == {"vae", "ae"} and pair["vae"].latent_dim == pair["ae"].latent_dim == 3
 
 
 def test_prior_loop_is_closed_smooth_and_distributed_as_the_prior():
@@ -169,27 +173,44 @@ def test_prior_loop_is_closed_smooth_and_distributed_as_the_prior():
     back = (z[0] - z[-1]).norm(dim=1)
     assert back.mean() == pytest.approx(steps.mean().item(), rel=0.05)
     small = vae.EncoderDecoder(3, 16)
-    pictures = vae.decode_path(small, z[:, :4], torch.device("cpu"))
+    pictures = vae.decode_path(small, z[:, :4], CPU)
     assert pictures.shape == (frames, 4, 28, 28)
     assert torch.allclose(pictures[5, 2], small.decode_mean(z[5, 2:3])[0, 0])
 
 
 def test_training_is_seeded_and_deterministic(data):
     def run(seed):
-        gen = common.seed_everything(seed)
-        a, b = small_model(seed), small_model(seed + 1)
-        vae.train({"vae": (a, vae.vae_loss), "ae": (b, vae.ae_loss)}, data, 3, 16, 1e-3, gen,
-                  torch.device("cpu"))
-        return torch.cat([p.flatten() for p in list(a.parameters()) + list(b.parameters())])
+        torch.manual_seed(seed)
+        models = vae.build(3, 16)
+        vae.train(models, vae.Config(steps=3, batch_size=16, seed=seed), data, CPU)
+        return torch.cat([p.flatten() for p in models.parameters()])
 
     first, again, other = run(0), run(0), run(1)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
 
 
+def test_the_two_models_see_the_same_batches_and_differ_only_by_the_loss(data):
+    # Trained side by side or each alone, with the same seed, each model ends the same: the
+    # batches come from the seed alone, in the same order, and neither model touches the other.
+    # (The VAE's noise comes from the global generator, drawn only by the VAE.)
+    cfg = vae.Config(steps=3, batch_size=16)
+    torch.manual_seed(0)
+    both = vae.build(3, 16)
+    alone = {name: torch.nn.ModuleDict({name: vae.EncoderDecoder(3, 16)}) for name in both}
+    for name in both:
+        alone[name][name].load_state_dict(both[name].state_dict())
+    torch.manual_seed(1)
+    vae.train(both, cfg, data, CPU)
+    for name in both:
+        torch.manual_seed(1)
+        vae.train(alone[name], cfg, data, CPU)
+        for p, q in zip(both[name].parameters(), alone[name][name].parameters()):
+            assert torch.allclose(p, q, atol=1e-6), name
+
+
 # --- the contract and bad inputs -----------------------------------------------------------------
-TINY = ["--steps", "3", "--map-steps", "2", "--samples", "24", "--hidden", "32",
-        "--batch-size", "16"]
+TINY = ["--steps", "3", "--samples", "24", "--hidden", "32", "--batch-size", "16"]
 
 
 def test_main_writes_the_contract_and_loads_back(tmp_path):
@@ -197,12 +218,14 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     vae.main(TINY + ["--out", str(out)])
     m = check_outputs(out, 24)
     for key in ("neg_elbo_held", "rec_nats_held", "kl_nats_held", "ae_fd", "ae_fd_ratio",
-                "ae_confidence", "ae_rec_nats_held", "neg_elbo_held_2d"):
+                "ae_confidence", "ae_rec_nats_held"):
         assert key in m and math.isfinite(m[key]), key
     assert m["neg_elbo_held"] == pytest.approx(m["rec_nats_held"] + m["kl_nats_held"])
     assert m["kl_nats_held"] >= 0 and m["config"]["hidden"] == 32
-    for fig in ("vae_vs_ae.png", "interpolation.png", "latent_map.png"):
-        assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    assert len(m["vae_code_second_moment"]) == len(m["ae_code_second_moment"]) == 16
+    assert m["ae"]["fd"] == m["ae_fd"] and m["ae"]["n"] == 24
+    assert (out / "vae_vs_ae.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "latent_map.png").exists() and not (out / "interpolation.png").exists()
     assert check_gif(out / "generation.gif") >= 2
     first = np.load(out / "samples.npz")["x"]
     model_bytes = (out / "model.pt").read_bytes()
@@ -220,13 +243,26 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert m2["config"]["hidden"] == 32, "the checkpoint's sizes, not the flags' defaults"
 
 
-def test_map_can_be_skipped(tmp_path):
-    out = tmp_path / "nomap"
-    vae.main(["--steps", "2", "--map-steps", "0", "--samples", "8", "--hidden", "16",
-              "--no-gif", "--out", str(out)])
-    m = check_outputs(out, 8)
-    assert "neg_elbo_held_2d" not in m and not (out / "latent_map.png").exists()
-    assert "vae2d" not in torch.load(out / "model.pt", weights_only=True)["state"]
+def test_data_smaller_than_a_batch_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    # Issue 33: README allows 100-159 images, fewer than the default --batch-size 128 once
+    # the held-out fifth is set aside, and 06 refused them ("error: --batch-size 128 is larger
+    # than the ... training images"). The judge is left out here (as when judge.py is absent):
+    # trained on so few digits it would cost half a minute.
+    gen = np.random.default_rng(0)
+    np.savez(tmp_path / "few.npz", x=gen.integers(0, 256, (120, 28, 28), dtype=np.uint8),
+             y=np.arange(120) % 10)
+    n_train = len(common.load_data(str(tmp_path / "few.npz")).x_train)
+    assert n_train < 128
+    monkeypatch.setattr(common, "load_judge", lambda data: None)
+    out = tmp_path / "run"
+    vae.main(["--data", str(tmp_path / "few.npz"), "--steps", "2", "--samples", "8", "--hidden",
+              "16", "--no-gif", "--out", str(out)])
+    assert f"batches of {n_train}" in capsys.readouterr().out
+    m = strict_json(out / "metrics.json")
+    assert m["config"]["batch_size"] == 128 and math.isfinite(m["neg_elbo_held"])
+    assert "fd" not in m and "ae_fd" not in m  # nothing judged, nothing made up
+    assert np.load(out / "samples.npz")["x"].shape == (8, 28, 28)
+    assert (out / "model.pt").is_file() and (out / "samples.png").is_file()
 
 
 def test_bad_inputs(tmp_path, capsys):
@@ -235,15 +271,42 @@ def test_bad_inputs(tmp_path, capsys):
     one_line_error(vae.main, ["--samples", "1", "--out", str(tmp_path)], capsys, "--samples")
     one_line_error(vae.main, ["--load", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
                    capsys, "not found")
-    foreign = tmp_path / "foreign.pt"
-    common.save_checkpoint(foreign, "05_gan", vae.Config(), {})
-    one_line_error(vae.main, ["--load", str(foreign), "--out", str(tmp_path)], capsys, "05_gan")
-    one_line_error(vae.main, ["--batch-size", "5000", "--steps", "1", "--out", str(tmp_path)],
-                   capsys, "batch-size")
-    # A checkpoint of this script but of other sizes than it says: one line, not a traceback.
-    cfg = vae.Config(hidden=16, map_steps=0)
-    model, autoencoder, _ = vae.build(cfg, torch.device("cpu"))
-    common.save_checkpoint(tmp_path / "resized.pt", "06_vae", vae.Config(hidden=24, map_steps=0),
-                           {"vae": model.state_dict(), "ae": autoencoder.state_dict()})
-    one_line_error(vae.main, ["--load", str(tmp_path / "resized.pt"), "--out", str(tmp_path)],
-                   capsys, "does not match")
+    state = vae.build(16, 16).state_dict()
+    for name, script, config, says in [
+            ("foreign", "05_gan", {"latent_dim": 16, "hidden": 16}, "05_gan"),
+            # a checkpoint of this script but of other sizes than it says: one line
+            ("resized", "06_vae", {"latent_dim": 16, "hidden": 24}, "does not match")]:
+        path = tmp_path / f"{name}.pt"
+        write_checkpoint(path, script, state, config)
+        one_line_error(vae.main, ["--load", str(path), "--out", str(tmp_path)], capsys, says)
+
+
+# --- the experiments ----------------------------------------------------------------------------
+def test_latent_map_trains_06s_model_at_two_dimensions_for_its_steps(tmp_path):
+    out = tmp_path / "map"
+    latent_map.main(["--steps", "2", "--samples", "12", "--hidden", "16", "--batch-size", "16",
+                     "--out", str(out)])
+    m = strict_json(out / "metrics.json")
+    assert len(m["code_second_moment"]) == 2 and m["n"] == 12
+    assert m["neg_elbo_held"] == pytest.approx(m["rec_nats_held"] + m["kl_nats_held"])
+    assert (out / "latent_map.png").read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(out / "model.pt", weights_only=True)["state"]
+    assert state["vae.encoder.net.5.weight"].shape[0] == 4  # mu and log sigma^2 of 2 dims
+
+
+def test_interpolation_decodes_the_line_between_codes(tmp_path):
+    model = small_model(latent_dim=4)
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    mu = model.encoder(x)[0]
+    ends = interpolation.decode_between(model, x[:3], x[2:], 0.0, CPU)
+    assert torch.allclose(ends, model.decode_mean(mu[:3]), atol=1e-6)
+    middle = interpolation.decode_between(model, x[:3], x[2:], 0.5, CPU)
+    assert torch.allclose(middle, model.decode_mean((mu[:3] + mu[2:]) / 2), atol=1e-6)
+    out = tmp_path / "interpolation"
+    interpolation.main(TINY[:2] + ["--samples", "12", "--hidden", "16", "--batch-size", "16",
+                                   "--out", str(out)])
+    m = strict_json(out / "metrics.json")
+    for name in ("vae", "ae"):
+        for where in ("end", "middle"):
+            assert m[f"{name}_{where}_n"] == 12 and math.isfinite(m[f"{name}_{where}_fd"])
+    assert (out / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
