@@ -1,8 +1,11 @@
 """Tests for 07_causal_transformer.py: causality, the loss, the key/value cache, the one-position
-network of section 7, the animation and the contract."""
+network, the animation, the contract, and smoke runs of its four experiments."""
+import ast
 import importlib
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,9 @@ from hypothesis import strategies as st
 import common
 from helpers import check_gif, check_outputs, one_line_error
 
+ROOT = Path(__file__).resolve().parent.parent
 mod = importlib.import_module("07_causal_transformer")
+sys.path.insert(0, str(ROOT / "experiments"))
 
 LENGTH = 12  # positions of the tiny models below
 HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two rows and a few pixels of the third
@@ -31,11 +36,27 @@ def tiny(vocab: int = 3, length: int = LENGTH, fused: bool = True, seed: int = 0
                    causal=causal).eval()
 
 
+def outputs(out, n: int) -> dict:
+    """helpers.check_outputs, less its check that no .lock file is left: common.run_folder
+    now leaves its lock file (released, harmless) in --out on purpose."""
+    (Path(out) / ".lock").unlink(missing_ok=True)
+    return check_outputs(out, n)
+
+
 def random_tokens(vocab, n, length, seed):
     return torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
 # --- pixels as tokens ---
+def test_quantize_and_dequantize_are_01s_word_for_word():
+    def sources(path):
+        text = path.read_text()
+        return {n.name: ast.get_source_segment(text, n) for n in ast.parse(text).body
+                if isinstance(n, ast.FunctionDef) and n.name in ("quantize", "dequantize")}
+    assert sources(ROOT / "07_causal_transformer.py") == \
+        sources(ROOT / "01_autoregressive_pixels.py")
+
+
 @settings(max_examples=20, deadline=None)
 @given(levels=st.integers(2, 32), seed=st.integers(0, 1000))
 def test_quantize_range_and_round_trip(levels, seed):
@@ -44,10 +65,10 @@ def test_quantize_range_and_round_trip(levels, seed):
     t = mod.quantize(x, levels)
     assert t.shape == (3, 784) and t.min() >= 0 and t.max() <= levels - 1
     img = mod.dequantize(t, levels)
-    assert img.shape == (3, 1, 28, 28) and img.min() >= 0 and img.max() <= 1
+    assert img.shape == (3, 28, 28) and img.min() >= 0 and img.max() <= 1
     assert torch.equal(mod.quantize(img, levels), t)  # a generated digit re-reads as itself
     # raster order: token i is row i // 28, column i % 28
-    assert torch.equal(t.view(3, 28, 28), mod.quantize(x, levels).view(3, 1, 28, 28)[:, 0])
+    assert torch.equal(t.view(3, 28, 28), mod.quantize(x[:, 0], levels).view(3, 28, 28))
 
 
 def test_shift_right_puts_bos_first():
@@ -143,7 +164,7 @@ def test_the_hint_reaches_the_pixel_below():
 @given(i=st.integers(0, LENGTH - 2))
 def test_causal_by_gradients(fused, causal, i):
     """Causal: d output_i / d input_j is zero for every j > i, not zero for j <= i.
-    Without the mask (section 7's comparison) output i reads every input."""
+    Without the mask (07_mask_cost's comparison) output i reads every input."""
     model = tiny(fused=fused, causal=causal)
     h = model.embed(random_tokens(4, 2, LENGTH, i)).detach().requires_grad_(True)
     model.trunk(h)[:, i].sum().backward()
@@ -190,7 +211,7 @@ def test_full_attention_inside_the_prefix_still_never_sees_pixel_i(hinted, frac,
 
 
 def test_with_one_block_the_mask_does_not_change_the_last_position():
-    # Section 7: the last query sees the whole prefix either way; only what earlier
+    # 07_mask_cost: the last query sees the whole prefix either way; only what earlier
     # positions hand up to a next block differs.
     one = [mod.GPT(3, HINTED, 16, 1, 2, width=28, hint=True, causal=c) for c in (True, False)]
     two = [mod.GPT(3, HINTED, 16, 2, 2, width=28, hint=True, causal=c) for c in (True, False)]
@@ -207,10 +228,11 @@ def test_with_one_block_the_mask_does_not_change_the_last_position():
 
 
 def test_one_position_bits_of_a_causal_model_are_its_one_pass_bits():
+    mask_cost = importlib.import_module("07_mask_cost")
     model = tiny(hinted=True)
     t = random_tokens(3, 4, HINTED, 5)
     positions = [0, 3, 28, 30, HINTED - 1]
-    bits = mod.one_position_bits(model, t, positions, torch.device("cpu"))
+    bits = mask_cost.one_position_bits(model, t, positions, torch.device("cpu"))
     with torch.no_grad():
         logits = model(model.inputs(t))
     nats = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")  # (4, T)
@@ -221,10 +243,9 @@ def test_one_position_bits_of_a_causal_model_are_its_one_pass_bits():
 def test_bits_per_token_is_loss_in_bits():
     model = tiny()
     t = random_tokens(3, 5, LENGTH, 3)
-    bits, per_pos = mod.bits_per_token(model, t, torch.device("cpu"), batch=2)
+    bits = mod.bits_per_token(model, t, torch.device("cpu"), batch=2)  # batches of 2, 2 and 1
     with torch.no_grad():
         nats = mod.sequence_loss(model, t).item()
-    assert per_pos.shape == (LENGTH,)
     assert math.isclose(bits, nats / math.log(2), rel_tol=1e-5)
 
 
@@ -237,14 +258,18 @@ def test_random_position_loss_draws_every_position(monkeypatch):
     assert set(seen) == set(range(5))
 
 
-def test_timing_both_ways_leaves_the_model_alone(data):
-    torch.manual_seed(0)
-    model = mod.GPT(2, 784, 16, 1, 2, width=28, hint=True)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = mod.Config(batch_size=2, speed_seconds=0.01)
-    rates = mod.time_both_ways(model, data, cfg, torch.device("cpu"))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert rates["causal_targets_per_second"] > rates["one_position_targets_per_second"] > 0
+def test_training_counts_targets_and_moves_the_weights():
+    """sequence_loss learns every position of a batch, the one-position loss one a sequence."""
+    batches = iter([random_tokens(3, 4, LENGTH, s) for s in range(6)])
+    cfg = mod.Config(steps=3, lr=1e-2)
+    for loss_fn, per_step in ((mod.sequence_loss, 4 * LENGTH),
+                              (mod.random_position_loss(torch.Generator(), LENGTH), 4)):
+        model = tiny()
+        before = [p.clone() for p in model.parameters()]
+        r = mod.train(model, lambda: next(batches), cfg, torch.device("cpu"), loss_fn=loss_fn)
+        assert r["steps"] == 3 and math.isfinite(r["final_loss_bits"])
+        assert math.isclose(r["targets_per_second"] * r["train_seconds"], 3 * per_step)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # --- generation ---
@@ -257,6 +282,15 @@ def test_cached_and_uncached_generation_identical(hinted):
     assert torch.equal(a, b)
     c = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(4), use_cache=True)
     assert not torch.equal(a, c)  # the seed matters, so the equality above says something
+
+
+def test_batched_generation_is_one_random_stream():
+    model = tiny(vocab=4)
+    whole = mod.generate(model, 5, 1.0, torch.Generator().manual_seed(3))
+    parts = mod.generate_batched(model, 5, 2, 1.0, torch.Generator().manual_seed(3))
+    assert parts.shape == whole.shape and not torch.equal(parts, whole)  # drawn in batches
+    again = mod.generate_batched(model, 5, 2, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(parts, again)
 
 
 @settings(max_examples=10, deadline=None)
@@ -301,10 +335,10 @@ def test_learning_rate_schedule():
 
 def test_animation_frames_are_the_samples_drawn_so_far(tmp_path, monkeypatch):
     got = {}
-    monkeypatch.setattr(common, "save_animation",
-                        lambda path, frames, captions, ncol: got.update(f=frames, c=captions))
+    monkeypatch.setattr(common, "save_images",
+                        lambda path, frames, ncol, titles: got.update(f=frames, c=titles))
     tokens = random_tokens(2, 20, 784, 0)
-    mod.save_generation_gif(tmp_path, tokens, 2)
+    mod.save_animation(tmp_path / "g.gif", tokens, 2)
     frames, captions = got["f"], got["c"]
     assert len(frames) == len(captions) <= 80 and captions[-1] == "pixel 784 of 784"
     final = tokens[:mod.GIF_IMAGES].float()
@@ -317,129 +351,134 @@ def test_animation_frames_are_the_samples_drawn_so_far(tmp_path, monkeypatch):
 
 
 # --- the contract ---
-TINY = ["--steps", "2", "--batch-size", "4", "--samples", "10", "--eval-images", "20",
-        "--d-model", "16", "--layers", "2", "--heads", "2", "--sample-batch", "10",
-        "--speed-seconds", "0.05"]
+SMALL = ["--d-model", "16", "--layers", "2", "--heads", "2", "--batch-size", "4"]
+TINY = ["--steps", "2", "--samples", "10"] + SMALL
+
+
+@pytest.fixture
+def few_held(monkeypatch):
+    monkeypatch.setattr(mod, "EVAL_IMAGES", 20)
+
+
+def test_main_writes_the_contract_and_loads_back(tmp_path, few_held):
+    out = tmp_path / "run"
+    m = mod.main(TINY + ["--out", str(out)])
+    metrics = outputs(out, 10)
+    assert check_gif(out / "generation.gif") >= 50
+    assert metrics["config"]["d_model"] == 16 and metrics["steps"] == 2
+    assert math.isclose(metrics["perplexity"], 2 ** metrics["bits_per_pixel"], rel_tol=1e-9)
+    assert 0 < metrics["bits_per_pixel"] <= 2  # near uniform (1 bit for K = 2), but finite
+    model_bytes = (out / "model.pt").read_bytes()
+    with np.load(out / "samples.npz") as f:
+        samples = f["x"]
+    assert set(np.unique(samples)) <= {0.0, 1.0}  # K = 2: paper or ink
+    m2 = mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--out", str(out),
+                   "--no-gif"])
+    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert not (out / "generation.gif").exists()
+    outputs(out, 10)
+    with np.load(out / "samples.npz") as f:
+        assert np.array_equal(f["x"], samples), "the loaded model samples what the trained one did"
+    assert math.isclose(m2["bits_per_pixel"], m["bits_per_pixel"], rel_tol=1e-5)
+    assert m2["train_seconds"] == m["train_seconds"]
+    assert m2["config"]["d_model"] == 16  # the checkpoint's settings, not the flags' defaults
+
+
+def test_bad_inputs(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    one_line_error(mod.main, ["--heads", "3"] + out, capsys, "must divide")
+    one_line_error(mod.main, ["--temperature", "0"] + out, capsys, "--temperature")
+    one_line_error(mod.main, ["--levels", "1"] + out, capsys, "--levels")
+    one_line_error(mod.main, ["--attention", "sparse"] + out, capsys, "invalid choice")
+    one_line_error(mod.main, ["--load", str(tmp_path / "nothing.pt")] + out, capsys,
+                   "not found")
+    torch.save({"script": "07_text", "config": {}, "state": {}, "extra": {}}, tmp_path / "t.pt")
+    one_line_error(mod.main, ["--load", str(tmp_path / "t.pt")] + out, capsys, "07_text")
+    assert not (tmp_path / "out").exists() or \
+        not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+
+
+# --- the experiments, tiny ---
+def test_one_pass_experiment(tmp_path, few_held, monkeypatch):
+    one_pass = importlib.import_module("07_one_pass")
+    monkeypatch.setattr(one_pass, "CACHE_ROWS", 1)
+    m = one_pass.main(SMALL + ["--steps", "2", "--out", str(tmp_path / "e")])
+    fast, slow = m["causal_targets_per_second"], m["one_position_targets_per_second"]
+    assert fast > 0 and slow > 0 and math.isclose(m["causal_speedup"], fast / slow)
+    assert m["cache_identical"] is True and m["cache_check_pixels"] == 28
+    assert m["causal_bits_per_pixel"] > 0 and m["one_position_bits_per_pixel"] > 0
+    assert "causal_speedup" in json.loads((tmp_path / "e" / "metrics.json").read_text())
+
+
+def test_mask_cost_experiment(tmp_path, monkeypatch):
+    mask_cost = importlib.import_module("07_mask_cost")
+    monkeypatch.setattr(mask_cost, "EVAL_IMAGES", 6)
+    monkeypatch.setattr(mask_cost, "EVAL_POSITIONS", 10)
+    m = mask_cost.main(SMALL + ["--steps", "3", "--out", str(tmp_path / "e")])
+    assert m["steps"] == 3 and m["targets"] == 3 * 4  # 4 (image, position) pairs a step
+    assert m["eval_images"] == 6 and m["eval_positions"] == 10
+    c, f = m["causal_bits_per_pixel"], m["full_bits_per_pixel"]
+    assert c > 0 and f > 0 and c != f  # same start, same batches: only the mask differs
+    assert math.isclose(m["mask_cost_bits"], c - f, rel_tol=1e-4, abs_tol=1e-6)
+    assert m["mask_cost_se"] >= 0
 
 
 def fake_01_metrics(path, **changes):
-    m = {"bits_per_pixel": 0.5, "train_seconds": 1.0, "targets_per_second": 1000.0, "fd": 50.0,
-         "confidence": 0.8, "levels": 2}
+    m = {"bits_per_pixel": 0.5, "train_seconds": 0.3, "fd": 50.0, "n": 10, "levels": 2}
     m.update(changes)
     path.write_text(json.dumps(m))
     return path
 
 
-def test_main_with_compare_then_load_with_mask_cost(tmp_path, data, judge, capsys, monkeypatch):
-    """One trained run (--compare: trained for 01's time, the table printed), then --load into
-    the same folder with --mask-cost (the one-position network trained twice, one budget)."""
-    monkeypatch.setattr(mod, "CACHE_CHECK_ROWS", 2)  # the check itself, in less time
-    out = tmp_path / "run"
-    other = fake_01_metrics(tmp_path / "m01.json", train_seconds=1.5)
-    m = mod.main(TINY + ["--out", str(out), "--compare", str(other)])
-    printed = capsys.readouterr().out
-    assert "targets learned per second" in printed and "held-out bits per pixel" in printed
-    metrics = check_outputs(out, 10)
-    assert (out / "bits_map.png").is_file()
-    assert check_gif(out / "generation.gif") >= 50
-    assert (out / "generation.gif").stat().st_size < 1.5e6
-    assert metrics["cache_identical"] is True and metrics["cache_check_pixels"] == 2 * 28
-    assert metrics["config"]["d_model"] == 16
-    assert math.isclose(metrics["perplexity"], 2 ** metrics["bits_per_pixel"], rel_tol=1e-9)
-    assert 0 < metrics["bits_per_pixel"] <= math.log2(4) + 1  # near uniform, but finite
-    # Trained by the clock (--steps 2 alone would stop long before 1.5 s), until the first
-    # step after 01's time; the upper bound is loose because a loaded machine is slow.
-    assert 1.5 <= m["train_seconds"] < 1.5 + 60
-    assert math.isclose(m["bpp_gain_vs_01"], 0.5 - m["bits_per_pixel"])
-    assert m["compare"]["train_seconds"] == 1.5 == m["config"]["train_seconds"]
-    fast, slow = metrics["causal_targets_per_second"], metrics["one_position_targets_per_second"]
-    assert fast > 0 and slow > 0 and math.isclose(metrics["causal_speedup"], fast / slow)
-
-    model_bytes = (out / "model.pt").read_bytes()
-    with np.load(out / "samples.npz") as f:
-        samples = f["x"]
-    monkeypatch.setattr(mod, "MASK_EVAL_IMAGES", 6)
-    monkeypatch.setattr(mod, "MASK_EVAL_POSITIONS", 10)
-    m2 = mod.main(["--load", str(out / "model.pt"), "--samples", "10", "--eval-images", "20",
-                   "--sample-batch", "10", "--speed-seconds", "0.05", "--out", str(out),
-                   "--no-gif", "--mask-cost", "3"])
-    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
-    assert not (out / "generation.gif").exists()
-    check_outputs(out, 10)
-    with np.load(out / "samples.npz") as f:
-        assert np.array_equal(f["x"], samples), "the loaded model samples what the trained one did"
-    assert math.isclose(m2["bits_per_pixel"], m["bits_per_pixel"], rel_tol=1e-5)
-    assert m2["steps"] == m["steps"] and m2["train_seconds"] == m["train_seconds"]
-    assert m2["config"]["d_model"] == 16  # the checkpoint's settings, not the flags' defaults
-    cost = m2["mask_cost"]
-    assert cost["steps"] == 3 and cost["targets"] == 3 * 4  # 4 (image, position) pairs a step
-    assert cost["eval_images"] == 6 and cost["eval_positions"] == 10
-    c, f = cost["causal_bits_per_pixel"], cost["full_bits_per_pixel"]
-    assert c > 0 and f > 0 and c != f  # same start, same batches: only the mask differs
-    assert math.isclose(cost["mask_cost_bits"], c - f, rel_tol=1e-4, abs_tol=1e-6)
+def test_versus_01_experiment(tmp_path, few_held, monkeypatch, capsys):
+    versus = importlib.import_module("07_versus_01")
+    monkeypatch.setattr(versus, "PILOT_STEPS", 3)
+    other = fake_01_metrics(tmp_path / "m01.json")
+    table = versus.main(SMALL + ["--samples", "10", "--metrics-01", str(other),
+                                 "--out", str(tmp_path / "e")])
+    assert table["01"]["bits_per_pixel"] == 0.5 and table["01"]["fd"] == 50.0
+    row = table["07"]
+    assert row["steps"] >= 1 and row["bits_per_pixel"] > 0 and row["fd"] > 0 and row["n"] == 10
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert math.isclose(saved["bpp_gain_vs_01"], 0.5 - row["bits_per_pixel"])
+    assert saved["config"]["steps"] == row["steps"]
+    out = ["--out", str(tmp_path / "bad")]
+    one_line_error(versus.main, ["--metrics-01", str(tmp_path / "none.json")] + out, capsys,
+                   "not found")
+    one_line_error(versus.main, ["--metrics-01", str(fake_01_metrics(
+        tmp_path / "k4.json", levels=4))] + out, capsys, "levels")
+    lacking = tmp_path / "lacking.json"
+    lacking.write_text(json.dumps({"bits_per_pixel": 0.5}))
+    one_line_error(versus.main, ["--metrics-01", str(lacking)] + out, capsys, "lacks")
 
 
-def test_text_mode(tmp_path):
+def test_text_experiment(tmp_path, capsys):
+    text_exp = importlib.import_module("07_text")
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     out = tmp_path / "text"
-    m = mod.main(["--text", str(text), "--context", "16", "--steps", "3", "--batch-size", "4",
-                  "--d-model", "16", "--layers", "1", "--heads", "2", "--out", str(out)])
+    m = text_exp.main(["--text", str(text), "--context", "16", "--steps", "3", "--batch-size",
+                       "4", "--d-model", "16", "--layers", "1", "--heads", "2", "--out", str(out)])
     sample = (out / "samples.txt").read_text(encoding="utf-8").rstrip("\n")
     assert len(sample) == 16 and set(sample) <= set(text.read_text())
     assert m["vocabulary"] == len(set(text.read_text()))
     assert math.isclose(m["perplexity"], 2 ** m["bits_per_char"], rel_tol=1e-9)
     model_bytes = (out / "model.pt").read_bytes()
-    again = mod.main(["--text", str(text), "--load", str(out / "model.pt"), "--out", str(out)])
+    again = text_exp.main(["--text", str(text), "--load", str(out / "model.pt"), "--out", str(out)])
     assert (out / "model.pt").read_bytes() == model_bytes
     assert (out / "samples.txt").read_text(encoding="utf-8").rstrip("\n") == sample
     assert math.isclose(again["bits_per_char"], m["bits_per_char"], rel_tol=1e-5)
     assert again["steps"] == 3 and again["config"]["context"] == 16
-
-
-def test_default_text_ships_with_python():
-    path = mod.resolve_text(mod.DEFAULT_TEXT)
-    assert path.is_file()
-    assert len(mod.read_text(mod.DEFAULT_TEXT, 256)) > 100_000
-
-
-# --- bad inputs: one clear line each ---
-def test_bad_inputs(tmp_path, capsys):
-    empty = tmp_path / "empty.txt"
+    assert text_exp.resolve_text(text_exp.DEFAULT_TEXT).is_file()  # ships with Python
+    empty, short = tmp_path / "empty.txt", tmp_path / "short.txt"
     empty.write_text("")
-    short = tmp_path / "short.txt"
     short.write_text("abc")
-    out = ["--out", str(tmp_path / "out")]
-    one_line_error(mod.main, ["--text", str(empty)] + out, capsys, "is empty")
-    one_line_error(mod.main, ["--text", str(tmp_path / "missing.txt")] + out, capsys,
+    bad = ["--out", str(tmp_path / "bad")]
+    one_line_error(text_exp.main, ["--text", str(empty)] + bad, capsys, "is empty")
+    one_line_error(text_exp.main, ["--text", str(tmp_path / "missing.txt")] + bad, capsys,
                    "cannot read")
-    one_line_error(mod.main, ["--text", str(tmp_path)] + out, capsys, "cannot read")  # a folder
-    one_line_error(mod.main, ["--text", str(short)] + out, capsys, "need at least")
-    one_line_error(mod.main, ["--text", str(short), "--mask-cost", "5"] + out, capsys, "digit")
-    one_line_error(mod.main, ["--heads", "3"] + out, capsys, "must divide")
-    one_line_error(mod.main, ["--temperature", "0"] + out, capsys, "--temperature")
-    one_line_error(mod.main, ["--speed-seconds", "0"] + out, capsys, "--speed-seconds")
-    one_line_error(mod.main, ["--levels", "1"] + out, capsys, "--levels")
-    one_line_error(mod.main, ["--compare", str(tmp_path / "none.json")] + out, capsys,
-                   "not found")
-    bad_json = tmp_path / "bad.json"
-    bad_json.write_text("{not json")
-    one_line_error(mod.main, ["--compare", str(bad_json)] + out, capsys, "not a readable")
-    one_line_error(mod.main, ["--compare", str(fake_01_metrics(tmp_path / "k4.json", levels=4))]
-                   + out, capsys, "levels")
-    lacking = tmp_path / "lacking.json"
-    lacking.write_text(json.dumps({"bits_per_pixel": 0.5}))
-    one_line_error(mod.main, ["--compare", str(lacking)] + out, capsys, "lacks")
-    one_line_error(mod.main, ["--load", str(tmp_path / "nothing.pt")] + out, capsys,
-                   "not found")
-    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
-
-
-def test_loading_the_wrong_kind_of_model(tmp_path, capsys):
-    text = tmp_path / "t.txt"
-    text.write_text("abcdefgh " * 300)
-    mod.main(["--text", str(text), "--context", "8", "--steps", "1", "--batch-size", "2",
-              "--d-model", "8", "--layers", "1", "--heads", "1", "--out", str(tmp_path / "t")])
-    one_line_error(mod.main, ["--load", str(tmp_path / "t" / "model.pt"), "--samples", "4",
-                              "--out", str(tmp_path / "d")], capsys, "text model")
-    assert (tmp_path / "t" / "model.pt").is_file()
+    one_line_error(text_exp.main, ["--text", str(short)] + bad, capsys, "need at least")
+    other = tmp_path / "other.txt"
+    other.write_text("ABCDEFGHIJKLMNOPQRSTUVWXYZ! " * 60)  # as many characters, other ones
+    one_line_error(text_exp.main, ["--text", str(other), "--load", str(out / "model.pt")] + bad,
+                   capsys, "other characters")
