@@ -1,10 +1,14 @@
-"""Tests of the repository as a whole: what every script shares (its behaviour on bad input,
-divergence and Ctrl-C), the siblings that must not drift, short lines, a chapter copied out
-on its own, and README's numbers coming from the results file."""
+"""Tests of the repository as a whole: the budgets that keep it small, what every script
+shares (bad input, divergence, Ctrl-C, SIGTERM, a full disk), running in a notebook, the
+siblings that must not drift, short lines, a chapter copied out on its own, and README's
+numbers coming from the results file."""
 import ast
+import codeop
 import importlib
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -16,10 +20,60 @@ import pytest
 import torch
 
 import common
-from helpers import one_line_error
+from helpers import check_outputs, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.stem for p in ROOT.glob("[0-9][0-9]_*.py"))
+# Each chapter at its smallest: a step or two of its default network, a few samples.
+TINY = {
+    "01_autoregressive_pixels": ["--steps", "1", "--hidden", "16", "--positions", "2"],
+    "02_patch_autoregression": ["--steps", "1", "--hidden", "32", "--k", "196"],
+    "03_ddpm": ["--steps", "1", "--channels", "8", "--sample-steps", "2"],
+    "04_cfg": ["--steps", "1", "--channels", "8", "--sample-steps", "2"],
+    "05_gan": ["--steps", "2", "--width", "4", "--z-dim", "8", "--monitor-every", "1",
+               "--monitor-n", "10"],
+    "06_vae": ["--steps", "1", "--hidden", "16"],
+    "07_causal_transformer": ["--steps", "1", "--d-model", "8", "--layers", "1", "--heads", "1"],
+    "08_latent_diffusion": ["--steps", "1", "--vae-steps", "1", "--channels", "16",
+                            "--sample-steps", "2"],
+    "09_text_to_image": ["--steps", "1", "--channels", "8", "--sample-steps", "2"],
+}
+
+
+def tiny(script, samples=4):
+    return TINY[script] + ["--samples", str(samples), "--batch-size", "8", "--device", "cpu"]
+
+
+def test_every_chapter_has_its_tiny_settings():
+    assert sorted(TINY) == SCRIPTS
+
+
+# %% The budgets: one idea per file, a small shared module
+def test_every_file_keeps_to_its_budget():
+    over = []
+    for script in SCRIPTS:
+        text = (ROOT / f"{script}.py").read_text()
+        lines, flags = len(text.splitlines()), text.count("common.flag(")
+        limit = 480 if script[:2] in ("07", "08", "09") else 400
+        if lines > limit or flags > 10:
+            over.append(f"{script}: {lines} lines (at most {limit}), {flags} flags (at most 10)")
+    for name, limit in (("common.py", 450), ("judge.py", 250)):
+        lines = len((ROOT / name).read_text().splitlines())
+        if lines > limit:
+            over.append(f"{name}: {lines} lines (at most {limit})")
+    assert not over, over
+
+
+def test_chapters_share_only_common_and_optionally_judge():
+    for script in SCRIPTS:
+        tree = ast.parse((ROOT / f"{script}.py").read_text())
+        imported = {a.name.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for a in getattr(node, "names", [])}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        local = {p.stem for p in ROOT.glob("*.py")}
+        assert imported & local <= {"common"}, (script, imported & local)
 
 
 # %% What every script shares
@@ -29,13 +83,8 @@ def test_out_that_is_a_file_is_one_line_and_left_alone(script, tmp_path, capsys)
     main = importlib.import_module(script).main
     one_line_error(main, ["--out", str(tmp_path / "taken")], capsys, "is a file")
     one_line_error(main, ["--out", str(tmp_path / "taken" / "below")], capsys, "cannot write")
-    assert (tmp_path / "taken").read_text() == "mine"
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_seed_beyond_32_bits_is_one_line(script, tmp_path, capsys):
-    main = importlib.import_module(script).main
     one_line_error(main, ["--seed", str(2**32), "--out", str(tmp_path)], capsys, "--seed")
+    assert (tmp_path / "taken").read_text() == "mine"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -57,64 +106,154 @@ def test_a_diverged_run_stops_with_one_line_and_leaves_out_alone(script, tmp_pat
     out.mkdir()
     (out / "model.pt").write_text("an earlier run's model")
     err = one_line_error(importlib.import_module(script).main,
-                         ["--steps", "3", "--batch-size", "8", "--out", str(out)], capsys,
-                         "diverged")
+                         tiny(script) + ["--steps", "3", "--out", str(out)], capsys, "diverged")
     assert "--lr" in err
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["model.pt"]
     assert (out / "model.pt").read_text() == "an earlier run's model"
 
 
-def test_a_huge_learning_rate_names_the_step_and_saves_nothing(tmp_path, capsys):
-    ddpm = importlib.import_module("03_ddpm")
-    out = tmp_path / "run"
-    err = one_line_error(ddpm.main, ["--lr", "1e9", "--steps", "30", "--batch-size", "8",
-                                     "--channels", "8", "--samples", "4", "--out", str(out)],
-                         capsys, "diverged")
-    assert "step" in err and not [p for p in out.iterdir() if not p.name.startswith(".")]
-
-
-def _interrupt(argv, after, wait_for=None, cwd=ROOT):
+def _signal(argv, sig, after, wait_for=None, cwd=ROOT):
     proc = subprocess.Popen([sys.executable] + argv, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    if wait_for:  # wait for a line of output, then interrupt
+    if wait_for:  # wait for a line of output, then signal
         for line in proc.stdout:
             if wait_for in line:
                 break
     time.sleep(after)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, err.strip()
 
 
-@pytest.mark.parametrize("moment", ["start-up", "training"])
-def test_ctrl_c_at_any_moment_is_one_line_and_saves_nothing(moment, tmp_path):
+@pytest.mark.parametrize("moment, sig", [("start-up", signal.SIGINT), ("training", signal.SIGINT),
+                                         ("training", signal.SIGTERM)])
+def test_ctrl_c_or_sigterm_at_any_moment_is_one_line_and_saves_nothing(moment, sig, tmp_path):
     out = tmp_path / "run"
     argv = ["03_ddpm.py", "--steps", "100000", "--batch-size", "8", "--channels", "8",
             "--out", str(out)]
-    code, err = _interrupt(argv, 0.3, None if moment == "start-up" else "train ")
+    code, err = _signal(argv, sig, 0.3, None if moment == "start-up" else "train ")
     assert code != 0 and "interrupted" in err and "\n" not in err, err
-    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != ".lock"]
 
 
-# %% Siblings stay diffable: what 04 shares with 03 is the same text
+def test_a_full_disk_is_one_line_and_leaves_the_folder_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    argv = ["03_ddpm.py"] + tiny("03_ddpm") + ["--out", str(out)]
+    subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, check=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def small_files():  # at most 200 kB a file: the checkpoint (about 1 MB) cannot be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    done = subprocess.run([sys.executable] + argv + ["--seed", "1"], cwd=ROOT,
+                          capture_output=True, text=True, preexec_fn=small_files)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err and err.startswith("error:"), err
+    assert "left as it was" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# %% In a notebook: the kernel's arguments, no __file__, settings in the last cell
+def _cells(script: str) -> list[str]:
+    return re.split(r"\n(?=# %%)", (ROOT / f"{script}.py").read_text())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_chapter_runs_cell_by_cell_as_a_notebook_kernel_runs_it(script, tmp_path, monkeypatch):
+    cells = _cells(script)
+    assert cells[-1].startswith("# %% Run it") and "common.run_main(main)" in cells[-1]
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-9.json"])
+    monkeypatch.setitem(sys.modules, "ipykernel", type(sys)("ipykernel"))
+    monkeypatch.chdir(tmp_path)
+    space = {"__name__": "__main__"}  # as a kernel runs a notebook: no __file__
+    run = codeop.Compile()  # compiles cell by cell, keeping __future__ imports, as IPython does
+    for cell in cells[:-1]:
+        exec(run(cell, f"<{script} cell>", "exec"), space)
+    assert space["common"].parse_config(space["Config"], None) == space["Config"]()
+    # The last cell with the settings a student would type there, as README says.
+    edited = cells[-1].replace("common.run_main(main)", f"common.run_main(main, {tiny(script)!r})")
+    exec(run(edited, f"<{script} last cell>", "exec"), space)
+    check_outputs(tmp_path / "runs" / script, 4, labelled=script[:2] in ("04", "08", "09"))
+    code = space["common"].run_main(space["main"], ["--steps", "0"])
+    assert code == 2  # a mistake is one line and a code, and the kernel goes on
+
+
+def test_a_chapter_executes_as_a_real_notebook_with_pictures_inline(tmp_path):
+    nbclient = pytest.importorskip("nbclient", reason="pip install -r requirements-notebook.txt")
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("ipykernel")
+    cells = _cells("03_ddpm")
+    cells[-1] = cells[-1].replace("common.run_main(main)", "common.run_main(main, "
+                                  f"{tiny('03_ddpm', 16) + ['--out', str(tmp_path / 'run')]!r})")
+    path = str(ROOT).replace("\\", "/")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import sys; sys.path.insert(0, {path!r})")] + [nbformat.v4.new_code_cell(c)
+                                                         for c in cells])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    pictures = [o for o in outputs if o["output_type"] == "display_data"]
+    assert len(pictures) == 2 and all("image/png" in o["data"] or "image/gif" in o["data"]
+                                      for o in pictures)  # samples.png and generation.gif
+    text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "summary" in text and "lower is better" in text
+    check_outputs(tmp_path / "run", 16)
+
+
+# %% Siblings stay diffable: what a chapter takes from another is the same text
 def _definitions(path: Path) -> dict:
+    """Each top-level function or class: (its source, the comment lines right above it)."""
     text = path.read_text()
-    tree = ast.parse(text)
-    return {node.name: ast.get_source_segment(text, node) for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    lines = text.splitlines()
+    found = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            first = (node.decorator_list[0] if node.decorator_list else node).lineno - 1
+            above = first
+            while above > 0 and lines[above - 1].startswith("#"):
+                above -= 1
+            found[node.name] = ("\n".join(lines[first:node.end_lineno]),
+                                "\n".join(lines[above:first]))
+    return found
 
 
-SIBLINGS = [("03_ddpm", "04_cfg", "new in 04"), ("04_cfg", "08_latent_diffusion", "new in 08"),
-            ("06_vae", "08_latent_diffusion", "new in 08")]
+SIBLINGS = [("03_ddpm", "04_cfg"), ("04_cfg", "08_latent_diffusion"),
+            ("06_vae", "08_latent_diffusion"), ("04_cfg", "09_text_to_image")]
 
 
-@pytest.mark.parametrize("source, copy, mark", SIBLINGS)
-def test_shared_pieces_are_word_for_word_unless_marked(source, copy, mark):
+@pytest.mark.parametrize("source, copy", SIBLINGS)
+def test_shared_pieces_are_word_for_word_unless_marked(source, copy):
+    mark = f"new in {copy[:2]}"
     ours, theirs = _definitions(ROOT / f"{copy}.py"), _definitions(ROOT / f"{source}.py")
     shared = sorted(set(ours) & set(theirs))
     assert len(shared) >= 3, shared
-    drifted = [name for name in shared if ours[name] != theirs[name] and mark not in ours[name]]
+    drifted = [name for name in shared if ours[name][0] != theirs[name][0]
+               and mark not in ours[name][0] + ours[name][1]]
     assert not drifted, f"{copy} changed {drifted} from {source} without '# {mark}'"
+
+
+def test_what_a_chapter_says_it_takes_from_another_is_that_text():
+    """A '# from NN' line above a definition (or '# from NN: a, b and c' above several)
+    promises that text, word for word, unless marked 'new in' the chapter."""
+    checked = 0
+    for script in SCRIPTS:
+        ours = _definitions(ROOT / f"{script}.py")
+        text = (ROOT / f"{script}.py").read_text()
+        for number, names in re.findall(r"^# from (\d\d)(?:: (.*))?$", text, re.M):
+            source = next(s for s in SCRIPTS if s.startswith(number))
+            theirs = _definitions(ROOT / f"{source}.py")
+            listed = re.split(r", | and ", names) if names else \
+                [n for n, (_, above) in ours.items() if f"# from {number}" in above]
+            for name in listed:
+                assert name in theirs, f"{script} says it takes {name} from {source}"
+                if f"new in {script[:2]}" not in ours[name][0]:
+                    assert ours[name][0] == theirs[name][0], f"{script}'s {name} drifted"
+                checked += 1
+    assert checked >= 10
+
+
+def test_08_speaks_of_what_it_takes_not_of_04s_changes():
+    assert "new in 04" not in (ROOT / "08_latent_diffusion.py").read_text()
 
 
 # %% Short lines, everywhere
@@ -133,23 +272,26 @@ def test_no_line_is_longer_than_100_characters():
 
 
 # %% A chapter copied out with common.py
-def test_a_chapter_copied_out_with_common_runs(tmp_path):
+def test_a_chapter_copied_out_runs_with_common_and_data_and_is_judged_with_judge(tmp_path):
     for name in ("03_ddpm.py", "common.py"):
         shutil.copy(ROOT / name, tmp_path / name)
     env = dict(os.environ, GENCOURSE_CACHE=str(tmp_path / "cache"))
-    tiny = ["03_ddpm.py", "--steps", "1", "--batch-size", "8", "--samples", "4", "--channels",
-            "8", "--sample-steps", "1", "--no-gif"]
-    missing = subprocess.run([sys.executable] + tiny, cwd=tmp_path, env=env, capture_output=True,
-                             text=True)
+    argv = [sys.executable, "03_ddpm.py"] + tiny("03_ddpm") + ["--no-gif"]
+    missing = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "data/mnist_5k.npz" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     (tmp_path / "data").mkdir()
     shutil.copy(ROOT / "data" / "mnist_5k.npz", tmp_path / "data")
-    env["GENCOURSE_CACHE"] = os.environ["GENCOURSE_CACHE"]  # the judge this test run trained
-    done = subprocess.run([sys.executable] + tiny, cwd=tmp_path, env=env, capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stderr
+    alone = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert alone.returncode == 0, alone.stderr
+    assert "scoring skipped" in alone.stdout and "FD" not in alone.stdout
     assert (tmp_path / "runs" / "03_ddpm" / "samples.npz").is_file()
+    shutil.copy(ROOT / "judge.py", tmp_path / "judge.py")
+    env["GENCOURSE_CACHE"] = os.environ["GENCOURSE_CACHE"]  # the judge this test run trained
+    judged = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert judged.returncode == 0, judged.stderr
+    assert "FD" in judged.stdout and "fd" in json.loads(
+        (tmp_path / "runs" / "03_ddpm" / "metrics.json").read_text())
 
 
 # %% README's numbers come from the results file
