@@ -13,7 +13,7 @@ tricks make it *follow* the prompt (Ho & Salimans 2022):
 
 This file is 03_ddpm.py with its changes marked "new in 04". Beside this docstring,
 `diff 03_ddpm.py 04_cfg.py` shows those changes and 03's explanations of sections 1,
-3, 4 and 5, which are left out here. Before: 03_ddpm.py. After: 08_latent_diffusion.py.
+3 to 6, left out or replaced here. Before: 03_ddpm.py. After: 08_latent_diffusion.py.
 
 Run:  python 04_cfg.py            (train, sample 1,000 digits at s = 1.75; runs/04_cfg/)
       python 04_cfg.py --load runs/04_cfg/model.pt --digit 7 --guidance 4
@@ -212,7 +212,7 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, gen=None) -> torch.Tensor
 
 
 def diffusion_loss(model, x0, labels, sched: dict, target: str, weighting: str = "plain",
-                   gen=None) -> torch.Tensor:  # new in 04: labels
+                   gen=None) -> torch.Tensor:
     """One training loss: random t per image, noise it in closed form, regress the target."""
     B = x0.shape[0]
     if weighting == "plain":  # every t equally often

@@ -22,6 +22,20 @@ def sweep_fd(rows: list, **match) -> float | None:
     return None
 
 
+# %% README: a quick look, for slow machines
+def quick_look(res: dict) -> str:
+    step, default = res["steps"].get("03_quick", {}), res["steps"].get("03", {})
+    if not step:
+        return "(not measured yet)\n"
+    m = step["metrics"]
+    command = step["command"].replace(" --out runs/03_quick", "")
+    return (f"```bash\n{command}\n```\n\n{m['config']['steps']} training steps and {m['n']} "
+            f"samples took {minutes(step['seconds'])} on the machine of the tables below, "
+            f"against {minutes(default.get('seconds', 0))} for the default run; FD "
+            f"{fmt(m['fd_ratio'], 2)}x the floor at N={m['n']}, against "
+            f"{fmt(default.get('metrics', {}).get('fd_ratio'), 2)}x.\n")
+
+
 # %% README: the chapter table
 CHAPTERS = [
     ("01", "01_autoregressive_pixels.py",
@@ -37,10 +51,13 @@ CHAPTERS = [
     ("05", "05_gan.py", "a generator and a critic in a game; watching the game for collapse"),
     ("06", "06_vae.py", "an autoencoder's latent space cannot be sampled, a VAE's can; the ELBO"),
     ("07", "07_causal_transformer.py",
-     "a causal transformer learns every step of a digit in one pass; the key/value cache"),
+     "a causal transformer learns every step of a digit in one pass; the key/value cache "
+     "(readable right after 02)"),
     ("08", "08_latent_diffusion.py",
-     "the capstone: 04's guided diffusion in the latent space of a VAE, as large image "
-     "generators do"),
+     "04's guided diffusion in the latent space of a VAE, as large image generators do"),
+    ("09", "09_text_to_image.py",
+     "the label becomes a sentence: captions from the digits, a tiny text encoder, guidance; "
+     "the same network conditioned on a sketch"),
 ]
 
 
@@ -52,21 +69,30 @@ def headline(res: dict, step: str) -> str:
              f"confidence {fmt(m['confidence'], 2)}"
     extra = {
         "01": lambda: f"; {bits(m.get('bits_per_pixel'))} bits per pixel held out",
+        "02": lambda: f" ({m['order']}, k={m['k']}); contiguous FD {fmt(m['fd_contiguous'])}",
         "04": lambda: f"; label accuracy {fmt(m.get('label_accuracy'))} "
                       f"at s={fmt(m.get('guidance'))}",
         "07": lambda: f"; {bits(m.get('bits_per_pixel'))} bits per pixel held out",
         "08": lambda: f"; label accuracy {fmt(m.get('label_accuracy'))}",
+        "09": lambda: f"; label accuracy {fmt(m.get('label_accuracy'))} against the prompt",
     }.get(step, lambda: "")()
     return judged + extra
 
 
 def chapter_table(res: dict) -> str:
-    lines = ["| # | file | what it teaches | default run, measured | time |",
-             "| --- | --- | --- | --- | --- |"]
+    ref = res.get("reference_step_seconds")
+    lines = ["| # | file | what it teaches | default run, measured | time | reference steps |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for step, name, idea in CHAPTERS:
-        seconds = res["steps"].get(step, {}).get("seconds")
-        lines.append(f"| {step} | `{name}` | {idea} | {headline(res, step)} | "
-                     f"{minutes(seconds) if seconds else 'n/a'} |")
+        s = res["steps"].get(step, {})
+        seconds, cost = s.get("seconds"), s.get("reference_steps")
+        try:
+            measured = headline(res, step)
+        except KeyError:  # a run from before a key existed: run it again
+            measured = "not run"
+        lines.append(f"| {step} | `{name}` | {idea} | {measured} | "
+                     f"{minutes(seconds) if seconds else 'n/a'} | "
+                     f"{fmt(cost) if cost and ref else 'n/a'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -77,7 +103,7 @@ def claims_table(res: dict) -> str:
     for claim in CLAIMS:
         try:
             row = claim(res)
-        except (KeyError, TypeError, IndexError, StopIteration):
+        except (KeyError, TypeError, IndexError, StopIteration, ValueError):
             row = None
         if row:
             lines.append("| " + " | ".join(row) + " |")
@@ -93,11 +119,15 @@ def yes_no(ok: bool, no: str = "no") -> str:
     return "yes" if ok else f"**{no}**"
 
 
+DIFFERENT = "yes, at these settings; the networks differ, so this shows the whole recipe, " \
+            "not the order of removal alone"
+
+
 def blur(res):
-    m = metrics(res, "01")
+    m = metrics(res, "01_blur")
     ok = m["blur_rms_to_mean"] < 0.1 * m["digit_rms_to_mean"] and m["blur_coverage"] <= 2
     return ["A network trained to output a whole digit from a blank input learns the blurry "
-            "average", "01, section 1",
+            "average", "experiments/01_blur.py",
             "its output against the average of the training digits",
             f"{fmt(m['blur_rms_to_mean'], 2)} RMS from the average (a training digit is "
             f"{fmt(m['digit_rms_to_mean'], 2)} from it); judge: FD {fmt(m['blur_fd_ratio'])}x "
@@ -107,10 +137,11 @@ def blur(res):
 
 
 def one_pixel(res):
-    p = metrics(res, "01")["one_pixel"]
+    p = metrics(res, "01_one_pixel")
     ok = p["rms_given_rest"] < 0.5 * p["rms_dataset_mean"]
     return ["One missing pixel, predicted from the rest of the image, comes out right: the "
-            "average of the colours it could have is still a colour", "01, section 2",
+            "average of the colours it could have is still a colour",
+            "experiments/01_one_pixel.py",
             f"pixel {p['index']} of {p['images']} held-out digits: the network's average given "
             "the rest, and the data set's average, each against the true value",
             f"RMS error {fmt(p['rms_given_rest'], 2)} given the rest, "
@@ -120,22 +151,113 @@ def one_pixel(res):
 
 
 def argmax(res):
-    m = metrics(res, "01")
-    ok = m["argmax_identical"] and m["argmax_distinct"] == 1
+    m = metrics(res, "01_argmax")
+    ok = m["argmax_identical"] and m["argmax_distinct"] == 1 and \
+        m["sampled_distinct"] == m["sampled_n"]
     return ["Always taking the most likely value draws one image; sampling draws a different "
-            "one each time", "01, section 4",
+            "one each time", "experiments/01_argmax.py",
             "argmax twice from an empty canvas against sampling",
             f"argmax: the same image both times ({m['argmax_inked_pixels']} inked pixels: paper "
-            f"is likelier at every step); sampling: {m['n']} different digits, FD "
-            f"{fmt(m['fd_ratio'])}x the floor",
+            f"is likelier at every step); sampling: {m['sampled_distinct']} different digits of "
+            f"{m['sampled_n']}, FD {fmt(m['sampled_fd_ratio'])}x the floor",
+            # rule: argmax one image, every sample a different one
             yes_no(ok)]
 
 
+def sweep_mean(res, order: str, k: int) -> float:
+    return metrics(res, "02_sweep")["fd"][order][str(k)]["mean"]
+
+
+def spread(s: dict, digits: int = 2) -> str:
+    """A figure measured over several seeds: its mean, and its range."""
+    return f"{fmt(s['mean'], digits)} ({fmt(s['min'], digits)}-{fmt(s['max'], digits)})"
+
+
+def several_pixels(res):
+    m = metrics(res, "02_sweep")
+    ks = m["ks"]
+    trail = "; ".join(f"{o}: " + ", ".join(f"{fmt(sweep_mean(res, o, k))} at {784 // k}"
+                                          for k in ks) for o in ("scattered", "contiguous"))
+    ok = all(sweep_mean(res, o, ks[-1]) > 1.5 * sweep_mean(res, o, ks[0])
+             for o in ("scattered", "contiguous"))
+    return ["Revealing several pixels per network evaluation is faster but loses quality",
+            "experiments/02_sweep.py",
+            f"FD at N={m['n']}, the mean of {len(m['seeds'])} sampling seeds, against network "
+            f"evaluations per image (784 / k, k = {', '.join(map(str, ks))})", trail,
+            # rule: the fewest evaluations at least 1.5x the FD of one pixel per evaluation
+            yes_no(ok)]
+
+
+def order_verdict(normalised: dict, contiguous_dep: float, scattered_dep: float) -> str:
+    """The verdict on "less so when spread out", from the FD ratio contiguous/scattered at
+    the headline k divided, seed by seed, by the same ratio at k = 1 (the control, where both
+    orders are exact one-pixel auto-regression), and the dependence of one step's pixels.
+    yes: above 1 for every seed and neighbours depend more; partly: above 1 on average, or
+    the dependence alone; no: neither."""
+    every, mean = normalised["min"] > 1, normalised["mean"] > 1
+    depends = contiguous_dep > scattered_dep
+    if every and depends:
+        return "yes"
+    if (mean and depends) or every:
+        return "**partly: the gap beyond the control is within the seeds' spread**"
+    return "**no**"
+
+
+def spread_out(res):
+    m, k = metrics(res, "02_sweep"), metrics(res, "02")["k"]
+    ks = m["ks"]
+    ratio, norm = m["fd_contiguous_over_scattered"], m["ratio_over_control"]
+    dep = {o: m["dependence"][o][str(k)]["given_nothing"] for o in ("contiguous", "scattered")}
+    return ["... less so when the pixels revealed together are spread out, because "
+            "neighbouring pixels depend on each other", "experiments/02_sweep.py",
+            f"the FD ratio contiguous / scattered at each k over {len(m['seeds'])} sampling "
+            "seeds; at k = 1 both orders are exact one-pixel auto-regression, so that ratio is "
+            "the control, and each k's ratio is divided by it, seed by seed; how strongly one "
+            f"step's pixels are correlated in real held-out digits at k = {k}",
+            f"control at k = 1: {spread(ratio['1'])}; ratio over the control at k = "
+            + ", ".join(f"{j}: {spread(norm[str(j)])}" for j in ks[1:-1])
+            + f" (k = 784 is one step for both); dependence at k = {k}: contiguous "
+            f"{fmt(dep['contiguous'], 2)}, scattered {fmt(dep['scattered'], 2)}",
+            # rule: order_verdict at the headline k
+            order_verdict(norm[str(k)], dep["contiguous"], dep["scattered"])]
+
+
+def noise(res):
+    rows = sorted(metrics(res, "03_sampling_steps")["sweep"], key=lambda r: r["evaluations"])
+    k = min((k for k in metrics(res, "02_sweep")["ks"] if 784 // k >= 25), key=lambda k: 784 // k)
+    d02 = sweep_mean(res, "scattered", k)
+    d03 = min(rows, key=lambda r: abs(r["evaluations"] - 784 // k))
+    return ["Adding noise to every pixel is the most spread-out way to remove information: "
+            "diffusion does far better at the same number of steps",
+            "experiments/03_sampling_steps.py against experiments/02_sweep.py",
+            f"FD at N={d03['n']}, about {784 // k} network evaluations per image (03: continuous "
+            "values, a UNet; 02: black or white pixels, a fully connected network)",
+            f"03 {fmt(d03['fd'])} at {d03['evaluations']}; 02 scattered {fmt(d02)} at {784 // k}",
+            # rule: diffusion at most half 02's FD at about the same evaluations
+            DIFFERENT if d03["fd"] < 0.5 * d02 else "**no**"]
+
+
+def few_steps(res):
+    rows = sorted(metrics(res, "03_sampling_steps")["sweep"], key=lambda r: r["evaluations"])
+    d01 = res["derived"]["01_at_02s_n"]
+    first = next((r for r in rows if r["fd"] <= d01["fd"]), None)
+    trail = ", ".join(f"{fmt(r['fd'])} at {r['evaluations']}" for r in rows)
+    ok = first is not None and first["evaluations"] <= 100
+    return ["Diffusion needs tens of network evaluations per image where auto-regression "
+            "needs one per pixel", "experiments/03_sampling_steps.py against 01",
+            f"FD at N={rows[0]['n']} against evaluations per image (03: continuous values, a "
+            "UNet; 01: black or white pixels, a fully connected network)",
+            f"03: {trail}; 01: {fmt(d01['fd'])} at 784",
+            # rule: some step count up to 100 matches 01's FD
+            (DIFFERENT + f"; 03 passes 01 at {first['evaluations']} evaluations") if ok
+            else "**no**"]
+
+
 def scale_down(res):
-    last = metrics(res, "03")["noising_demo"]["rows"][-1]
+    last = metrics(res, "03_scale_down")["rows"][-1]
     ok = abs(last["scaled_std"] - 1) < 0.05 and last["plain_std"] > 2
     return ["Scale the image down before adding noise, and repeated noising ends at pure "
-            "noise, N(0, I)", "03, section 1",
+            "noise, N(0, I)", "experiments/03_scale_down.py",
             f"{last['t']:,} noising steps of beta = 0.02 with and without the scale-down",
             f"spread {fmt(last['plain_std'], 3)} without it (it grows as sqrt(var(x_0) + "
             f"t beta)), {fmt(last['scaled_std'], 3)} with it; what is left of the image: "
@@ -144,45 +266,29 @@ def scale_down(res):
             yes_no(ok)]
 
 
-def few_steps(res):
-    rows = sorted(metrics(res, "03_sweep")["sweep"], key=lambda r: r["evaluations"])
-    d01 = res["derived"]["01_at_02s_n"]
-    first = next((r for r in rows if r["fd"] <= d01["fd"]), None)
-    trail = ", ".join(f"{fmt(r['fd'])} at {r['evaluations']}" for r in rows)
-    return ["Diffusion needs tens of network evaluations per image where auto-regression "
-            "needs one per pixel", "03's sweep against 01",
-            f"FD at N={rows[0]['n']} against evaluations per image (03: continuous values, a "
-            "UNet; 01: black or white pixels, a fully connected network)",
-            f"03: {trail}; 01: {fmt(d01['fd'])} at 784",
-            # rule: some step count up to 100 matches 01's FD
-            yes_no(first is not None and first["evaluations"] <= 100) +
-            (f": 03 passes 01 at {first['evaluations']} evaluations" if first else "")]
-
-
-TALK_ORDER = ["xprev", "x0", "eps"]
-
-
 def targets(res):
-    rows = metrics(res, "03_targets")["targets"]
+    m = metrics(res, "03_targets")
+    rows = m["targets"]
     plain = {r["target"]: r for r in rows if r["weighting"] == "plain"}
     best = min(plain.values(), key=lambda r: r["fd"])
     listed = "; ".join(f"{r['target']}{'+' + r['weighting'] if r['weighting'] != 'plain' else ''}"
                        f" FD {fmt(r['fd'])}" for r in rows)
-    noclip = metrics(res, "03_noclip")
-    steps = metrics(res, "03_targets")["config"]["steps"]
     return ["Predict the clean image rather than the slightly less noisy one, and then the "
-            "noise rather than the clean image", "03, section 4; scripts/compare_targets.py",
-            f"one network per target, {steps:,} training steps each, sampled alike (N="
-            f"{rows[0]['n']}); and 03's default model sampled without clipping its estimate",
+            "noise rather than the clean image", "experiments/03_targets.py",
+            f"one network per target from the same starting weights, {m['config']['steps']:,} "
+            f"training steps each, sampled alike (N={rows[0]['n']}); and 03's default model "
+            "sampled without clipping its clean-image estimate",
             f"{listed}. Unclipped, the default model's FD goes from "
-            f"{fmt(metrics(res, '03')['fd'])} to {fmt(noclip['fd'])}",
+            f"{fmt(metrics(res, '03')['fd'])} (N={metrics(res, '03')['n']}) to "
+            f"{fmt(m['unclipped']['fd'])} (N={m['unclipped']['n']})",
             # rule: the talk's order holds if FD falls from xprev to x0 to eps
             yes_no(plain["xprev"]["fd"] > plain["x0"]["fd"] > plain["eps"]["fd"],
                    f"partly: {best['target']} measured best")]
 
 
 def guidance(res):
-    rows = sorted(metrics(res, "04_sweep")["sweep"], key=lambda r: r["guidance"])
+    m = metrics(res, "04_guidance")
+    rows = sorted(m["sweep"], key=lambda r: r["guidance"])
     acc = " / ".join(fmt(r["label_accuracy"]) for r in rows)
     div = " / ".join(fmt(r["diversity"], 3) for r in rows)
     scales = " / ".join(fmt(r["guidance"]) for r in rows)
@@ -190,11 +296,11 @@ def guidance(res):
     ok = all(b["label_accuracy"] >= a["label_accuracy"] for a, b in zip(rows, rows[1:])) and \
         all(b["diversity"] < a["diversity"] for a, b in zip(guided, guided[1:]))
     return ["Classifier-free guidance makes samples follow the label, at the cost of variety",
-            "04, the guidance sweep",
+            "experiments/04_guidance.py",
             f"the same model at guidance s = {scales} (s = 0 ignores the label, s = 1 is the "
-            "plain conditional model)",
+            "plain conditional model), from the same starting noise",
             f"label accuracy {acc}; variety within a class {div} (at s = 0 that is the whole "
-            f"set's, real digits {fmt(metrics(res, '04_sweep')['real_diversity'], 3)})",
+            f"set's, real digits {fmt(m['real_diversity'], 3)})",
             # rule: accuracy never falls and variety falls at every s >= 1
             yes_no(ok)]
 
@@ -225,11 +331,11 @@ def vae(res):
 
 
 def causal(res):
-    m = metrics(res, "07")
+    m = metrics(res, "07_one_pass")
     return ["A causal network learns every step of an image in one evaluation, where the same "
-            "network evaluated once per step learns one", "07, section 7",
-            "the same transformer trained both ways for the same seconds: all 784 positions per "
-            "evaluation, or one position per evaluation (on the prefix before it)",
+            "network evaluated once per step learns one", "experiments/07_one_pass.py",
+            f"the same transformer trained both ways, {m['steps']} steps each: all 784 positions "
+            "per evaluation, or one position per evaluation (on the prefix before it)",
             f"{fmt(m['causal_targets_per_second'])} against "
             f"{fmt(m['one_position_targets_per_second'])} targets learned per second: "
             f"{fmt(m['causal_speedup'])}x (not 784x: a causal target pays attention over up "
@@ -239,10 +345,10 @@ def causal(res):
 
 
 def mask(res):
-    c = metrics(res, "07_maskcost")["mask_cost"]
+    c = metrics(res, "07_mask_cost")
     worse = c["mask_cost_bits"] > 2 * c["mask_cost_se"]
     better = c["mask_cost_bits"] < -2 * c["mask_cost_se"]
-    return ["The causal mask costs a little prediction quality", "07, --mask-cost",
+    return ["The causal mask costs a little prediction quality", "experiments/07_mask_cost.py",
             f"the same transformer trained one position per evaluation on {c['targets']:,} "
             "targets, with the mask inside the prefix and without it (the prediction of pixel "
             "i still sees only pixels before i)",
@@ -254,95 +360,40 @@ def mask(res):
                                  else "not shown at this budget")]
 
 
+def versus_verdict(bits_07: float, bits_01: float, fd_07: float, fd_01: float) -> str:
+    """Better held-out bits is the claim; the samples' FD is said beside it either way."""
+    if bits_07 >= bits_01:
+        return "**no**"
+    return "yes, in held-out bits" + ("" if fd_07 <= fd_01 else
+                                      "; **but its samples score a worse FD**")
+
+
 def versus_01(res):
-    m = metrics(res, "07_compare")
-    other = m["compare"]
+    c = metrics(res, "07_versus_01")["compare"]
+    a, b = c["07"], c["01"]
     return ["With the pixels already drawn around each position as a hint, the transformer "
-            "beats chapter 01's network at equal training time", "07 --compare against 01",
-            f"held-out bits per pixel after {fmt(other['train_seconds'])} s of training each "
-            "(two different networks; without the hint, `--no-hint`, the transformer lost: "
+            "beats chapter 01's network at equal training time", "experiments/07_versus_01.py",
+            f"held-out bits per pixel and the samples' FD after {fmt(b['train_seconds'])} s of "
+            "training each (two different networks; without the hint the transformer lost: "
             "docs/experiments.md)",
-            f"07 {bits(m['bits_per_pixel'])}, 01 {bits(other['bits_per_pixel'])}; samples: FD "
-            f"{fmt(m['fd'])} against 01's {fmt(other['fd'])}",
-            # rule: a lower held-out loss
-            yes_no(m["bits_per_pixel"] < other["bits_per_pixel"])]
-
-
-def sweep_02(res) -> dict:
-    """02's sweep as {(order, k): row}."""
-    return {(r["order"], r["k"]): r for r in metrics(res, "02")["sweep"]}
-
-
-def several_pixels(res):
-    rows = sweep_02(res)
-    ks = sorted({k for _, k in rows})
-    trail = "; ".join(f"{o}: " + ", ".join(f"{fmt(rows[(o, k)]['fd'])} at "
-                                          f"{rows[(o, k)]['evaluations']}" for k in ks)
-                      for o in ("scattered", "contiguous"))
-    ok = all(rows[(o, ks[-1])]["fd"] > 1.5 * rows[(o, ks[0])]["fd"]
-             for o in ("scattered", "contiguous"))
-    return ["Revealing several pixels per network evaluation is faster but loses quality",
-            "02, the sweep",
-            f"FD at N={rows[('scattered', ks[0])]['n']} against network evaluations per image "
-            f"(784 / k, k = {', '.join(map(str, ks))} pixels per evaluation)", trail,
-            # rule: the fewest evaluations at least 1.5x the FD of one pixel per evaluation
-            yes_no(ok)]
-
-
-def spread_out(res):
-    rows, m = sweep_02(res), metrics(res, "02")
-    k, gap = m["k"], m["fd_contiguous_over_scattered"]
-    ks = sorted(int(x) for x in gap)
-    control = gap["1"] <= 1.5
-    opens = gap[str(k)] > gap["1"] and \
-        rows[("contiguous", k)]["dependence"] > rows[("scattered", k)]["dependence"]
-    dep = {o: ", ".join(f"{fmt(rows[(o, j)]['dependence'], 2)}" for j in ks[1:])
-           for o in ("contiguous", "scattered")}
-    return ["... less so when the pixels revealed together are spread out, because "
-            "neighbouring pixels depend on each other", "02, sections 4 and 6",
-            "both orders trained alike, so k = 1 (exact one pixel at a time either way) is the "
-            "control; FD of contiguous over scattered at every k, and how strongly one step's "
-            "pixels are correlated in real held-out digits (mean absolute correlation over pairs)",
-            f"FD ratio at k = {', '.join(map(str, ks))}: "
-            f"{', '.join(fmt(gap[str(j)], 2) for j in ks)} (at k = 784 both orders are one "
-            f"step, the same); dependence at k = {', '.join(map(str, ks[1:]))}: contiguous "
-            f"{dep['contiguous']}, scattered {dep['scattered']}",
-            # rule: the control within 1.5x, and the gap and the dependence larger at --k
-            yes_no(control and opens, "partly: the orders differ already at k = 1"
-                   if opens else "no")]
-
-
-def noise(res):
-    rows = sorted(metrics(res, "03_sweep")["sweep"], key=lambda r: r["evaluations"])
-    scattered = sweep_02(res)
-    best = min((r for (o, _), r in scattered.items()  # 02's cheapest with 25 or more
-                if o == "scattered" and r["evaluations"] >= 25), key=lambda r: r["evaluations"])
-    d03 = min(rows, key=lambda r: abs(r["evaluations"] - best["evaluations"]))
-    return ["Adding noise to every pixel is the most spread-out way to remove information: "
-            "diffusion does far better at the same number of steps", "03's sweep against 02",
-            f"FD at N={d03['n']}, about {best['evaluations']} network evaluations per image "
-            "(03: continuous values, a UNet; 02: black or white pixels, a fully connected "
-            "network)",
-            f"03 {fmt(d03['fd'])} at {d03['evaluations']}; 02 scattered {fmt(best['fd'])} at "
-            f"{best['evaluations']}",
-            # rule: diffusion at most half 02's FD at about the same evaluations
-            yes_no(d03["fd"] < 0.5 * best["fd"])]
+            f"bits per pixel: 07 {bits(a['bits_per_pixel'])}, 01 {bits(b['bits_per_pixel'])}; "
+            f"samples: FD {fmt(a['fd'])} against 01's {fmt(b['fd'])} (N={a['n']})",
+            # rule: versus_verdict
+            versus_verdict(a["bits_per_pixel"], b["bits_per_pixel"], a["fd"], b["fd"])]
 
 
 def latent(res):
-    m = metrics(res, "08_compare")
+    m = metrics(res, "08_versus_04")
     a, b = m["compare"]["04"], m["compare"]["08"]
-    batch = {"04": metrics(res, "04")["config"]["batch_size"], "08": m["config"]["batch_size"]}
-    cheaper = b["steps_per_second"] * batch["08"] > a["steps_per_second"] * batch["04"]
+    cheaper = b["steps_per_second"] * b["batch_size"] > a["steps_per_second"] * a["batch_size"]
     bounded = b["fd"] <= 1.5 * a["fd"]
     return ["Diffusion in a learned latent space is cheaper per step at a bounded cost in "
-            "quality", "08 --compare against 04",
+            "quality", "experiments/08_versus_04.py",
             f"04 on {a['values_per_image']} pixels and 08 on {b['values_per_image']} latent "
             f"values, trained for the same {fmt(a['train_seconds'])} s (08's includes its "
             "autoencoder); the autoencoder's reconstructions are 08's ceiling",
-            f"training images per second {fmt(b['steps_per_second'] * batch['08'])} against "
-            f"{fmt(a['steps_per_second'] * batch['04'])} (denoiser steps of {batch['08']} and "
-            f"{batch['04']} images); seconds per sample "
+            f"training images per second {fmt(b['steps_per_second'] * b['batch_size'])} against "
+            f"{fmt(a['steps_per_second'] * a['batch_size'])}; seconds per sample "
             f"{fmt(b['sample_seconds_per_image'], 2)} against "
             f"{fmt(a['sample_seconds_per_image'], 2)}; FD {fmt(b['fd'])} against "
             f"{fmt(a['fd'])}, label accuracy {fmt(b['label_accuracy'])} against "
@@ -351,8 +402,54 @@ def latent(res):
             yes_no(cheaper and bounded, "partly" if cheaper or bounded else "no")]
 
 
+def prompt_verdict(default: dict, unguided: dict) -> str:
+    """A sentence steers the image if the digit named is drawn 9 times in 10 at the default
+    scale, and the attribute words are followed at least 0.3 more often than at s = 0."""
+    digit, words = default["label_accuracy"] >= 0.9, \
+        default["follow_mean"] >= unguided["follow_mean"] + 0.3
+    return "yes" if digit and words else ("**partly**" if digit or words else "**no**")
+
+
+def sentence(res):
+    m = metrics(res, "09_prompt_following")
+    rows = sorted(m["sweep"], key=lambda r: r["guidance"])
+    default = next(r for r in rows if r["guidance"] == m["config"]["guidance"])
+    words = [k[7:] for k in default if k.startswith("follow_") and k != "follow_mean"]
+    per_scale = "; ".join(f"s = {fmt(r['guidance'])}: label accuracy "
+                          f"{fmt(r['label_accuracy'])}, words followed "
+                          + " / ".join(fmt(r[f'follow_{w}'], 2) for w in words) for r in rows)
+    return ["A sentence can steer the image: the label becomes a caption, learned from the "
+            "digits' own alt text", "experiments/09_prompt_following.py",
+            f"09's model at guidance s = {', '.join(fmt(r['guidance']) for r in rows)} on "
+            f"{rows[0]['n']} fixed prompts: the judge's digit against the prompt's, and the "
+            f"share of samples whose measured stroke and slant match each word "
+            f"({' / '.join(words)}); real held-out digits with their captions as the ceiling",
+            f"{per_scale}; real digits: label accuracy {fmt(m['real']['label_accuracy'])}",
+            # rule: prompt_verdict at the default scale against s = 0
+            prompt_verdict(default, rows[0])]
+
+
+def sketch(res):
+    m = metrics(res, "09_sketch")
+    rows = sorted(m["sweep"], key=lambda r: r["guidance"])
+    default = next(r for r in rows if r["guidance"] == m["config"]["guidance"])
+    return ["The same mechanism conditions on anything: a 7x7 sketch instead of words",
+            "experiments/09_sketch.py",
+            "09's network given each held-out digit's 7x7 sketch as a second input channel "
+            "instead of a caption; how far each result's own 7x7 version is from its sketch "
+            "(mean absolute difference, ink 0 to 1), against a real digit and another digit's "
+            "sketch. A grey 7x7 sketch holds much of a digit: this is closer to enlarging than "
+            "to drawing from a doodle",
+            "; ".join(f"s = {fmt(r['guidance'])}: {fmt(r['sketch_error'], 2)}" for r in rows)
+            + f"; a real digit against another's sketch: {fmt(m['other_digit_error'], 2)}; "
+            f"label accuracy at s = {fmt(default['guidance'])}: "
+            f"{fmt(default['label_accuracy'])}",
+            # rule: at the default scale, under half the error of a digit ignoring its sketch
+            yes_no(default["sketch_error"] < 0.5 * m["other_digit_error"])]
+
+
 CLAIMS = [blur, one_pixel, argmax, several_pixels, spread_out, noise, few_steps, scale_down,
-          targets, guidance, gan, vae, causal, mask, versus_01, latent]
+          targets, guidance, gan, vae, causal, mask, versus_01, latent, sentence, sketch]
 
 
 # %% docs/results.md: every run in full
@@ -365,8 +462,8 @@ def results_page(res: dict) -> str:
                                               not in (None, res["date"]) else ""),
            f"- machine: {mach['cpu']}, {mach['cores']} cores, GPU: {mach['gpu']}; "
            f"{mach['system']}; Python {mach['python']}, torch {mach['torch']}",
-           f"- reference step (`scripts/reference_step.py`, measured before and after the "
-           f"runs; each step is divided by the two measurements around it): median {fmt(ref, 3)} s "
+           f"- reference step (`scripts/reference_step.py`, measured just before and just after "
+           f"each step, which is divided by the mean of the two): median {fmt(ref, 3)} s "
            f"({', '.join(fmt(r, 3) for r in res.get('reference_measurements', []))})",
            f"- all steps: {minutes(res['total_seconds'])}", "",
            "| step | command | wall time | reference steps |", "| --- | --- | --- | --- |"]
@@ -401,13 +498,14 @@ def headline_figure(res: dict, path: Path) -> None:
     d01 = res["derived"].get("01_at_02s_n")
     if d01:
         ax.plot([784], [d01["fd"]], "s", ms=9, label=f"01 pixel by pixel (N={d01['n']})")
+    m02 = metrics(res, "02_sweep")
     for order, style in (("scattered", "o-"), ("contiguous", "^-")):
-        rows = sorted((r for r in metrics(res, "02").get("sweep", []) if r["order"] == order),
-                      key=lambda r: r["evaluations"])
-        if rows:
-            ax.plot([r["evaluations"] for r in rows], [r["fd"] for r in rows], style,
-                    label=f"02 {order} (N={rows[0]['n']})")
-    rows = sorted(metrics(res, "03_sweep").get("sweep", []), key=lambda r: r["evaluations"])
+        if m02:
+            ks = sorted(m02["ks"], reverse=True)
+            ax.plot([784 // k for k in ks], [sweep_mean(res, order, k) for k in ks], style,
+                    label=f"02 {order} (N={m02['n']}, mean of {len(m02['seeds'])} seeds)")
+    rows = sorted(metrics(res, "03_sampling_steps").get("sweep", []),
+                  key=lambda r: r["evaluations"])
     if rows:
         ax.plot([r["evaluations"] for r in rows], [r["fd"] for r in rows], "D-",
                 label=f"03 diffusion, DDIM (N={rows[0]['n']})")

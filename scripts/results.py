@@ -35,14 +35,22 @@ RESULTS_MD = ROOT / "docs" / "results.md"
 # The pictures README shows, copied from each run's folder into docs/ as <step>_<file>.
 PICTURES = {
     "01": ["samples.png", "generation.gif"],
-    "02": ["samples.png", "generation.gif", "fd_vs_evaluations.png"],
-    "03": ["samples.png", "generation.gif", "forward_process.png"],
+    "01_argmax": ["argmax_vs_sampling.png"],
+    "02": ["samples.png", "generation.gif"],
+    "02_sweep": ["fd_vs_evaluations.png"],
+    "03": ["samples.png", "generation.gif"],
+    "03_scale_down": ["forward_process.png"],
     "03_targets": ["estimates.png"],
-    "04": ["samples.png", "generation.gif", "guidance_grid.png"],
+    "04": ["samples.png", "generation.gif"],
+    "04_guidance": ["guidance_grid.png"],
     "05": ["samples.png", "generation.gif", "training.png", "modes.png"],
     "06": ["samples.png", "generation.gif"],
+    "06_latent_map": ["latent_map.png"],
     "07": ["samples.png", "generation.gif"],
     "08": ["samples.png", "generation.gif", "reconstructions.png"],
+    "09": ["samples.png", "generation.gif"],
+    "09_prompt_following": ["prompt_following.png"],
+    "09_sketch": ["sketches.png"],
 }
 
 
@@ -117,10 +125,11 @@ def derived(steps: dict) -> dict:
         import numpy as np
 
         import common
+        import judge
 
-        n = steps.get("02", {}).get("metrics", {}).get("n", 500)
+        n = steps.get("02_sweep", {}).get("metrics", {}).get("n", 500)  # 02's sweep's N
         x = np.load(ROOT / steps["01"]["out"] / "samples.npz")["x"][:n]
-        r = common.Judge.load(common.load_data("mnist5k"), verbose=False).evaluate(x)
+        r = judge.Judge.load(common.load_data("mnist5k")).evaluate(x)
         out["01_at_02s_n"] = {k: r[k] for k in ("n", "fd", "fd_floor", "fd_ratio")}
     return out
 
@@ -142,9 +151,9 @@ def minutes(seconds: float) -> str:
 
 def blocks(res: dict) -> dict[str, str]:
     """Every generated block of README, by marker name."""
-    from readme_blocks import chapter_table, claims_table  # noqa: E402  (beside this file)
+    from readme_blocks import chapter_table, claims_table, quick_look  # noqa: E402
 
-    return {"chapters": chapter_table(res), "claims": claims_table(res)}
+    return {"quick": quick_look(res), "chapters": chapter_table(res), "claims": claims_table(res)}
 
 
 def replace_blocks(text: str, new: dict[str, str]) -> str:
