@@ -46,7 +46,7 @@ TRAIN_KS = [1, 4, 16, 49, 196, 784]  # every k the networks learn (experiments/0
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    steps: int = common.flag(6000, "training steps per order (two networks are trained)", min=1)
+    steps: int = common.flag(5000, "training steps per order (two networks are trained)", min=1)
     k: int = common.flag(16, "pixels per network evaluation, dividing 784", min=1)
     order: str = common.flag("scattered", "the order in samples.npz and samples.png",
                              choices=list(ORDERS))
@@ -128,7 +128,7 @@ def groups(order: str, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
 # carries all the information there is, in either order.
 # A multilayer perceptron: every output sees every input, so a stroke at the top
 # can shape the bottom, and it is cheap, which matters since experiments/02_sweep.py
-# runs it# about 1,050 times per sample and order (784 + 196 + 49 + 16 + 4 + 1).
+# runs it about 1,050 times per sample and order (784 + 196 + 49 + 16 + 4 + 1).
 class MaskedPixelNet(nn.Module):
     def __init__(self, levels: int, hidden: int):
         super().__init__()

@@ -44,11 +44,11 @@ PIXELS = 28 * 28
 # %% 0. Settings
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    steps: int = common.flag(10000, "training steps (each updates both models once)", min=1)
+    steps: int = common.flag(7000, "training steps (each updates both models once)", min=1)
     batch_size: int = common.flag(128, "images per training step", min=1)
     latent_dim: int = common.flag(16, "size of the latent recipe z", min=1, max=512)
     hidden: int = common.flag(512, "width of the hidden layers", min=8, max=8192)
-    lr: float = common.flag(1e-3, "Adam learning rate", min=1e-7, max=1.0)
+    lr: float = common.flag(2e-3, "Adam learning rate", min=1e-7, max=1.0)
 
 
 # %% 1. Encoder and decoder: the same network for the autoencoder and the VAE
