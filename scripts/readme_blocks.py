@@ -390,8 +390,10 @@ def latent(res):
     return ["Diffusion in a learned latent space is cheaper per step at a bounded cost in "
             "quality", "experiments/08_versus_04.py",
             f"04 on {a['values_per_image']} pixels and 08 on {b['values_per_image']} latent "
-            f"values, trained for the same {fmt(a['train_seconds'])} s (08's includes its "
-            "autoencoder); the autoencoder's reconstructions are 08's ceiling",
+            f"values, their denoisers trained for the same {fmt(a['train_seconds'])} s "
+            f"(08's autoencoder, trained once beforehand and reused as large generators reuse "
+            f"theirs, took another {fmt(b['autoencoder_seconds'])} s); the autoencoder's "
+            "reconstructions are 08's ceiling",
             f"training images per second {fmt(b['steps_per_second'] * b['batch_size'])} against "
             f"{fmt(a['steps_per_second'] * a['batch_size'])}; seconds per sample "
             f"{fmt(b['sample_seconds_per_image'], 2)} against "
