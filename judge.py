@@ -243,7 +243,8 @@ def explain(m: dict) -> list[str]:
     if m["n"] < FEW:
         lines.append(f"note: at N={m['n']}, FD and confidence say little (the floor alone is "
                      f"{m['fd_floor']:.3g}); compare runs with --samples 1000")
-    if m["judge_accuracy"] < TRUSTED:
-        lines.append(f"warning: the judge recognises only {m['judge_accuracy']:.0%} of this "
-                     "data's held-out digits (chance: 10%), so its figures above mean little")
+    strong = m["judge_accuracy"] >= TRUSTED
+    lines.append(f"{'judge' if strong else 'warning: the judge'} recognises "
+                 f"{m['judge_accuracy']:.0%} of this data's held-out digits (chance: 10%)"
+                 + ("" if strong else ", so its figures above mean little"))
     return lines

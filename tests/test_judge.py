@@ -134,6 +134,7 @@ def test_explain_says_what_each_figure_means_and_which_way_is_better(judge, data
         assert any(line.startswith(figure) for line in lines), figure
     assert "lower is better" in text and "floor" in text and "real digits" in text
     assert "note:" not in text and "warning:" not in text
+    assert lines[-1].startswith("judge recognises ") and "held-out digits" in lines[-1]
 
 
 def test_a_few_samples_come_with_a_note_that_fd_and_confidence_say_little(judge, data):
