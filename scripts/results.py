@@ -187,7 +187,8 @@ def main(argv: list[str]) -> None:
     if what == "reference":
         from reference_step import reference_step_seconds
 
-        append({"reference": reference_step_seconds(),
+        # 15 repeats, not the script's 5: one short sitting varies by 10-20% from the next.
+        append({"reference": reference_step_seconds(repeats=15),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     elif what == "record":
         name, out, start, end, sep, *command = argv[1:]
