@@ -358,3 +358,18 @@ def test_the_prompt_verdict_needs_the_digit_and_the_words():
     assert verdict({"label_accuracy": 0.97, "follow_mean": 0.9}, unguided) == "yes"
     assert verdict({"label_accuracy": 0.97, "follow_mean": 0.4}, unguided) == "**partly**"
     assert verdict({"label_accuracy": 0.6, "follow_mean": 0.4}, unguided) == "**no**"
+
+
+def test_the_argmax_and_sketch_verdicts_follow_their_rules():
+    b = _blocks()
+    argmax = {"argmax_identical": True, "argmax_distinct": 1, "argmax_inked_pixels": 0,
+              "sampled_n": 1000, "sampled_distinct": 1000, "sampled_fd_ratio": 10.8}
+    assert b.argmax({"steps": {"01_argmax": {"metrics": argmax}}})[-1] == "yes"
+    argmax["sampled_distinct"] = 999  # two samples alike: sampling did not vary every time
+    assert b.argmax({"steps": {"01_argmax": {"metrics": argmax}}})[-1] == "**no**"
+    rows = [{"guidance": s, "sketch_error": e, "label_accuracy": 0.9} for s, e in ((0, .13),
+                                                                                  (2.5, .05))]
+    sketch = {"sweep": rows, "other_digit_error": 0.128, "config": {"guidance": 2.5}}
+    assert b.sketch({"steps": {"09_sketch": {"metrics": sketch}}})[-1] == "yes"
+    rows[1]["sketch_error"] = 0.1
+    assert b.sketch({"steps": {"09_sketch": {"metrics": sketch}}})[-1] == "**no**"
