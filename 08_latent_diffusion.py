@@ -46,7 +46,7 @@ LR = 2e-3  # the peak learning rate of both networks (warm-up, then cosine decay
 class Config(common.BaseConfig):  # new in 08: the autoencoder's steps and KL weight; no weighting
     steps: int = common.flag(2500, "the denoiser's training steps", min=1)
     batch_size: int = common.flag(128, "images (latents) per training step", min=1)
-    vae_steps: int = common.flag(2000, "the autoencoder's training steps", min=1)
+    vae_steps: int = common.flag(2000, "the autoencoder's training steps (at most --steps)", min=1)
     kl_weight: float = common.flag(0.01, "weight of the KL term (06 used 1)", min=0.0)
     target: str = common.flag("x0", "what the denoiser predicts (section 5)", choices=["eps", "x0"])
     channels: int = common.flag(64, "the denoiser's width (8 GroupNorm groups)", min=16,
@@ -146,13 +146,13 @@ def vae_loss(model: EncoderDecoder, x, kl_weight: float, eps=None):  # new in 08
 
 
 def train_vae(vae: EncoderDecoder, cfg: Config, data: common.Data, device, gen) -> float:
-    """Train the autoencoder for cfg.vae_steps; returns the seconds it took."""
-    opt = torch.optim.Adam(vae.parameters(), lr=LR)
+    """Train the autoencoder for cfg.vae_steps, at most cfg.steps; returns its seconds."""
+    opt, steps = torch.optim.Adam(vae.parameters(), lr=LR), min(cfg.vae_steps, cfg.steps)
     stream = common.batches(data.x_train, data.y_train, cfg.batch_size, gen)
-    progress = common.Progress(cfg.vae_steps, "autoencoder")
-    for step in range(cfg.vae_steps):
+    progress = common.Progress(steps, "autoencoder")
+    for step in range(steps):
         for g in opt.param_groups:  # section 5's warm-up and cosine decay
-            g["lr"] = learning_rate(step, cfg.vae_steps, LR)
+            g["lr"] = learning_rate(step, steps, LR)
         x = next(stream)[0].to(device)
         with common.autocast(device):
             loss, parts = vae_loss(vae, x, cfg.kl_weight)

@@ -232,3 +232,10 @@ def test_bad_checkpoints_are_one_line(capsys, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     one_line_error(ld.main, ["--load", str(tmp_path / "bad.pt"), "--out", str(tmp_path)],
                    capsys, "checkpoint")
+
+
+def test_steps_bound_the_autoencoder_too(tmp_path, capsys):
+    """--steps bounds all of a run's training: a 2-step run trains no 50-step autoencoder."""
+    ld.main(TINY[4:] + ["--steps", "2", "--vae-steps", "50", "--out", str(tmp_path)])
+    said = capsys.readouterr()
+    assert "autoencoder 2/2" in said.out + said.err and "autoencoder 3/" not in said.out + said.err
