@@ -49,8 +49,7 @@ class Config(common.BaseConfig):  # new in 08: the autoencoder's steps and KL we
     vae_steps: int = common.flag(2000, "the autoencoder's training steps (at most --steps)", min=1)
     kl_weight: float = common.flag(0.01, "weight of the KL term (06 used 1)", min=0.0)
     target: str = common.flag("x0", "what the denoiser predicts (section 5)", choices=["eps", "x0"])
-    channels: int = common.flag(64, "the denoiser's width (8 GroupNorm groups)", min=16,
-                                multiple_of=8)
+    channels: int = common.flag(64, "denoiser width (8 GroupNorm groups)", min=16, multiple_of=8)
     sample_steps: int = common.flag(25, "DDIM steps; each costs two evaluations", min=1)
     guidance: float = common.flag(1.5, "guidance scale s (0: unconditional; section 6)", min=0.0)
 
@@ -146,13 +145,13 @@ def vae_loss(model: EncoderDecoder, x, kl_weight: float, eps=None):  # new in 08
 
 
 def train_vae(vae: EncoderDecoder, cfg: Config, data: common.Data, device, gen) -> float:
-    """Train the autoencoder for cfg.vae_steps, at most cfg.steps; returns its seconds."""
-    opt, steps = torch.optim.Adam(vae.parameters(), lr=LR), min(cfg.vae_steps, cfg.steps)
+    """Train the autoencoder for cfg.vae_steps; returns the seconds it took."""
+    opt = torch.optim.Adam(vae.parameters(), lr=LR)
     stream = common.batches(data.x_train, data.y_train, cfg.batch_size, gen)
-    progress = common.Progress(steps, "autoencoder")
-    for step in range(steps):
+    progress = common.Progress(cfg.vae_steps, "autoencoder")
+    for step in range(cfg.vae_steps):
         for g in opt.param_groups:  # section 5's warm-up and cosine decay
-            g["lr"] = learning_rate(step, steps, LR)
+            g["lr"] = learning_rate(step, cfg.vae_steps, LR)
         x = next(stream)[0].to(device)
         with common.autocast(device):
             loss, parts = vae_loss(vae, x, cfg.kl_weight)
@@ -441,6 +440,7 @@ def save_animation(out, trace: list, labels, vae: EncoderDecoder) -> None:  # ne
 
 def main(argv=None):  # new in 08: autoencoder, latents, denoiser, and the ceiling
     cfg = common.parse_config(Config, argv, __doc__)
+    cfg = dataclasses.replace(cfg, vae_steps=min(cfg.vae_steps, cfg.steps))  # --steps bounds all
     with common.run_folder(cfg, SCRIPT) as out:
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
