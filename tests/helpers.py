@@ -67,3 +67,56 @@ def write_checkpoint(path, script: str, state: dict, config: dict | None = None)
     """A checkpoint in the course's format, for tests of what --load does with odd ones."""
     torch.save({"script": script, "config": config or {}, "state": state, "extra": {}}, path)
     return Path(path)
+
+
+def lesson_module(script: str, lesson: list, driver: list, folder):
+    """The chapter's lesson alone, as a student copies it into a file of their own: its
+    imports but common, then the constants, functions and classes named in `lesson`, in
+    file order, written into `folder` and imported where `common` cannot be imported.
+    Every top-level name of the chapter is listed once, in `lesson` or in `driver`."""
+    import ast
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / f"{script}.py").read_text()
+    lines, nodes, imports = text.splitlines(), {}, []
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if "common" not in {a.name.split(".")[0] for a in node.names} | {node.__dict__.get(
+                    "module")}:
+                imports.append(ast.get_source_segment(text, node))
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            nodes[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        nodes[name.id] = node
+    assert not set(lesson) & set(driver), f"listed as both: {set(lesson) & set(driver)}"
+    assert set(nodes) == set(lesson) | set(driver), \
+        f"{script}: not listed as lesson or driver {sorted(set(nodes) - set(lesson) - set(driver))}" \
+        f"; listed but not defined {sorted(set(lesson) | set(driver) - set(nodes))}"
+    chosen = sorted({id(nodes[n]): nodes[n] for n in lesson}.values(), key=lambda n: n.lineno)
+    parts = []
+    for node in chosen:
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        assert "common" not in used, f"{script}: the lesson's {getattr(node, 'name', '')} " \
+                                     "uses common"
+        first = (node.decorator_list[0].lineno if getattr(node, "decorator_list", None)
+                 else node.lineno)
+        parts.append("\n".join(lines[first - 1:node.end_lineno]))
+    path = Path(folder) / f"lesson_{script[:2]}.py"
+    path.write_text("\n".join(imports) + "\n\n\n" + "\n\n\n".join(parts) + "\n")
+    saved = sys.modules.get("common")
+    sys.modules["common"] = None  # import common now fails, as in a student's project
+    try:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del sys.modules["common"]
+        else:
+            sys.modules["common"] = saved
+    return module

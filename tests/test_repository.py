@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import common
-from helpers import check_outputs, one_line_error
+from helpers import check_outputs, lesson_module, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.stem for p in ROOT.glob("[0-9][0-9]_*.py"))
@@ -74,6 +74,17 @@ def test_chapters_share_only_common_and_optionally_judge():
                      if isinstance(node, ast.ImportFrom) and node.module}
         local = {p.stem for p in ROOT.glob("*.py")}
         assert imported & local <= {"common"}, (script, imported & local)
+
+
+# %% The lesson travels: copied out alone, it works on other image shapes
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_lesson_copied_out_alone_trains_and_samples_on_other_shapes(script, tmp_path):
+    """Each chapter's test file lists its top-level names as LESSON or DRIVER and gives
+    travel(m): on the lesson alone (module m, no common), one training loss with its
+    backward pass and one sample of two images, on 3x32x32 colour images (the
+    auto-regressive chapters: 16x16 grey ones) and on MNIST's 1x28x28."""
+    own = importlib.import_module(f"test_{script}")
+    own.travel(lesson_module(script, own.LESSON, own.DRIVER, tmp_path))
 
 
 # %% What every script shares
