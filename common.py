@@ -191,13 +191,14 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         raise UserError(f"{message} (see --help)")
 
-def parse_config(cls, argv=None, description: str = ""):
+def parse_config(cls, argv=None, description: str = "", leave_out=()):
     """argv (else sys.argv, but not in a notebook: a kernel's arguments are not ours) -> a
     checked Config. Field foo_bar is flag --foo-bar (a bool one, --x and --no-x); --help keeps
-    the docstring's lines and shows each flag's default, if it has one to show."""
+    the docstring's lines and shows each flag's default, if it has one to show. Fields named
+    in `leave_out` keep their defaults and are not offered: a script offers what it reads."""
     parser = _OneLineParser(description=description,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(cls):
+    for f in [f for f in dataclasses.fields(cls) if f.name not in leave_out]:
         kind = {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
         name, shown = f.name.replace("_", "-"), "" if f.default in ("", None) else \
             f" (default: {f.default})"

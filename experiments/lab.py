@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,9 @@ def parse_list(text: str, kind=int, flag_name: str = "list") -> list:
     except ValueError:
         raise common.UserError(f"--{flag_name} must be a comma-separated list of "
                                f"{kind.__name__}s, got '{text}'") from None
-    if not values:
-        raise common.UserError(f"--{flag_name} must not be empty")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise common.UserError(f"--{flag_name} must be a comma-separated list of finite "
+                               f"{kind.__name__}s, got '{text}'")
     return values
 
 
