@@ -6,7 +6,12 @@ convolutional network (batch 32, 28x28 images: the kind of work the diffusion
 chapters do) with torch's default threads, after 3 warm-up steps, and prints
 the median seconds per step over 5 repeats. A run's wall time divided by this
 figure, measured on the same quiet machine within the same hour, is its cost in
-reference steps: far steadier across days and machines than seconds.
+reference steps: on the same processor, steadier from day to day than seconds,
+and best for chapters whose work is convolutional too. It does not carry to
+another processor: one that runs convolutions and other work at other relative
+speeds moves the chapters unequally (on an AMD EPYC with AVX-512, 01's fully connected
+network cost about twice the reference steps of README's machine, 03 about the
+same). Across processors, compare wall times.
 
     python scripts/reference_step.py
 """
