@@ -333,19 +333,79 @@ def _spread(*per_seed):
 
 
 def test_the_order_verdict_rests_on_the_gap_beyond_the_k1_control():
-    order_verdict = _blocks().order_verdict
-    assert order_verdict(_spread(1.2, 1.4, 1.1), 0.2, 0.03) == "yes"
-    assert order_verdict(_spread(1.2, 1.4, 0.9), 0.2, 0.03).startswith("**partly")
-    assert order_verdict(_spread(1.2, 1.4, 1.1), 0.03, 0.2).startswith("**partly")
-    assert order_verdict(_spread(0.8, 1.1, 0.9), 0.2, 0.03) == "**no**"  # within the control
+    order_at_k = _blocks().order_at_k
+    assert order_at_k(_spread(1.2, 1.4, 1.1), 0.2, 0.03) == "yes"
+    assert order_at_k(_spread(1.2, 1.4, 0.9), 0.2, 0.03) == "partly"
+    assert order_at_k(_spread(1.2, 1.4, 1.1), 0.03, 0.2) == "partly"
+    assert order_at_k(_spread(0.8, 1.1, 0.9), 0.2, 0.03) == "no"  # within the control
+    assert order_at_k(_spread(0.8, 0.9, 0.7), 0.2, 0.03) == "reversed"  # every seed below
+
+
+def _sweep(over_control: dict):
+    """02_sweep's metrics with the given ratio over the control per k (one seed each)."""
+    ks = [1, *over_control, 784]
+    fd = {o: {str(k): {"mean": v} for k, v in zip(ks, vals)} for o, vals in (
+        ("scattered", (90, 100, 120, 450, 780)), ("contiguous", (180, 280, 470, 680, 780)))}
+    ratio = {str(k): _spread(fd["contiguous"][str(k)]["mean"] / fd["scattered"][str(k)]["mean"])
+             for k in ks}
+    dep = {o: {str(k): {"given_nothing": d} for k, d in zip(ks, vals)} for o, vals in (
+        ("contiguous", (0, .37, .21, .052, .036)), ("scattered", (0, .035, .035, .036, .036)))}
+    return {"ks": ks, "seeds": [1], "fd": fd, "fd_contiguous_over_scattered": ratio,
+            "dependence": dep, "ratio_over_control": {
+                str(k): _spread(v) for k, v in ((1, 1.0), *over_control.items(), (784, 0.5))}}
+
+
+def test_the_order_verdict_covers_every_k_of_its_row():
+    b = _blocks()
+    m = _sweep({4: 1.4, 16: 2.1, 196: 0.81})
+    verdict = b.spread_out({"steps": {"02_sweep": {"metrics": m}}})[-1]
+    assert verdict.startswith("yes at k = 4 and 16; **reversed at k = 196**: ")
+    assert "not measured" in verdict
+    assert b.order_verdict(_sweep({4: 1.4, 16: 2.1, 196: 1.2}), [4, 16, 196]) == \
+        "yes at k = 4 to 196"
 
 
 def test_the_07_against_01_verdict_says_both_bits_and_samples():
     versus = _blocks().versus_verdict
-    assert versus(0.120, 0.123, 80.0, 50.0) == "yes, in held-out bits; **but its samples " \
-                                                "score a worse FD**"
-    assert versus(0.120, 0.123, 40.0, 50.0) == "yes, in held-out bits"
-    assert versus(0.125, 0.123, 40.0, 50.0) == "**no**"
+    assert versus(0.120, 0.123, 80.0, 50.0) == "yes, in held-out bits (0.120 against 0.123, " \
+        "one run each: no seeds were run); **but its samples score a worse FD**"
+    assert versus(0.100, 0.123, 40.0, 50.0) == "yes, in held-out bits"
+    assert versus(0.125, 0.123, 40.0, 50.0) == "**no** (0.125 against 0.123, one run each: " \
+                                               "no seeds were run)"
+
+
+def test_the_targets_verdict_says_every_comparison_of_its_row():
+    verdict = _blocks().targets_verdict
+    fd = {"xprev": 886, "x0": 69.6, "eps": 267, "eps+minsnr": 69.2}
+    assert verdict(fd, 28.5, 1015) == (
+        "**partly**: x0 beat xprev; x0 beat plain eps; eps with min-SNR (03's default) matched "
+        "x0 (69.2 against 69.6, one run each: no seeds were run); unclipped, 03's default "
+        "model fails: FD 1,015 against 28.5")
+    fd["eps+minsnr"] = 50.0
+    assert verdict(fd, 28.5, 1015).startswith("yes: x0 beat xprev; x0 beat plain eps; eps "
+                                              "with min-SNR (03's default) beat x0;")
+    fd.update(xprev=60.0, eps=300.0, **{"eps+minsnr": 300.0})
+    assert verdict(fd, 28.5, 30.0) == (
+        "**no**: xprev beat x0; x0 beat plain eps; x0 beat eps with min-SNR (03's default); "
+        "unclipped, 03's default model scores about the same (30)")
+
+
+def test_the_whole_row_counts_in_the_sweep_steps_and_noising_verdicts():
+    b = _blocks()
+    sweep = {"ks": [1, 4, 784], "n": 500, "seeds": [1], "fd": {
+        "scattered": {"1": {"mean": 90}, "4": {"mean": 85}, "784": {"mean": 780}},
+        "contiguous": {"1": {"mean": 180}, "4": {"mean": 280}, "784": {"mean": 780}}}}
+    res = {"steps": {"02_sweep": {"metrics": sweep}}}
+    assert b.several_pixels(res)[-1] == "**partly: FD does not rise scattered from k = 1 to 4**"
+    res["steps"]["03_sampling_steps"] = {"metrics": {"sweep": [
+        {"evaluations": e, "fd": f, "n": 500} for e, f in ((5, 200), (25, 34), (50, 70))]}}
+    res["derived"] = {"01_at_02s_n": {"fd": 57.0, "n": 500}}
+    assert b.few_steps(res)[-1] == "**no**"  # passes at 25, but not at 50
+    row = {"t": 1000, "plain_std": 4.5, "scaled_std": 0.995, "scaled_corr_with_x0": 0.006}
+    res["steps"]["03_scale_down"] = {"metrics": {"rows": [row]}}
+    assert b.scale_down(res)[-1] == "yes"
+    row["scaled_corr_with_x0"] = 0.2  # the right spread, but the image still shows through
+    assert b.scale_down(res)[-1] == "**no**"
 
 
 def test_rows_comparing_different_networks_say_so():
@@ -363,12 +423,19 @@ def test_rows_comparing_different_networks_say_so():
     assert b.few_steps(res)[-1] == "**no**"
 
 
-def test_the_prompt_verdict_needs_the_digit_and_the_words():
+def test_the_prompt_verdict_needs_the_digit_and_every_word_at_every_scale():
     verdict = _blocks().prompt_verdict
-    unguided = {"label_accuracy": 0.1, "follow_mean": 0.25}
-    assert verdict({"label_accuracy": 0.97, "follow_mean": 0.9}, unguided) == "yes"
-    assert verdict({"label_accuracy": 0.97, "follow_mean": 0.4}, unguided) == "**partly**"
-    assert verdict({"label_accuracy": 0.6, "follow_mean": 0.4}, unguided) == "**no**"
+
+    def row(s, acc, thin, thick):
+        return {"guidance": s, "label_accuracy": acc, "follow_thin": thin, "follow_thick": thick}
+    rows = [row(0, 0.1, 0.2, 0.3), row(1, 0.95, 0.8, 0.9), row(2.5, 0.97, 0.9, 0.95)]
+    assert verdict(rows, ["thin", "thick"], 0.99) == "yes at s = 1 and 2.5"
+    rows[1] = row(1, 0.85, 0.8, 0.4)  # the digit under 0.9 of real digits', and one word
+    assert verdict(rows, ["thin", "thick"], 0.99) == \
+        "**no at s = 1** (short of the rule: label accuracy 0.85, 'thick' followed 0.4); " \
+        "yes at s = 2.5"
+    rows[1] = row(1, 0.85, 0.8, 0.9)
+    assert verdict(rows, ["thin", "thick"], 0.99).startswith("**partly at s = 1**")
 
 
 def test_the_argmax_and_sketch_verdicts_follow_their_rules():
@@ -378,9 +445,53 @@ def test_the_argmax_and_sketch_verdicts_follow_their_rules():
     assert b.argmax({"steps": {"01_argmax": {"metrics": argmax}}})[-1] == "yes"
     argmax["sampled_distinct"] = 999  # two samples alike: sampling did not vary every time
     assert b.argmax({"steps": {"01_argmax": {"metrics": argmax}}})[-1] == "**no**"
+    argmax.update(sampled_distinct=1000, sampled_fd_ratio=100.0)  # all different, not digits
+    assert b.argmax({"steps": {"01_argmax": {"metrics": argmax}}})[-1] == "**no**"
     rows = [{"guidance": s, "sketch_error": e, "label_accuracy": 0.9} for s, e in ((0, .13),
                                                                                   (2.5, .05))]
     sketch = {"sweep": rows, "other_digit_error": 0.128, "config": {"guidance": 2.5}}
-    assert b.sketch({"steps": {"09_sketch": {"metrics": sketch}}})[-1] == "yes"
+    yes = "yes, for the one condition measured: a 7x7 sketch"
+    assert b.sketch({"steps": {"09_sketch": {"metrics": sketch}}})[-1] == yes
     rows[1]["sketch_error"] = 0.1
     assert b.sketch({"steps": {"09_sketch": {"metrics": sketch}}})[-1] == "**no**"
+    verdict = b.sketch_verdict
+    guided = {"guidance": 2.5, "sketch_error": 0.005}
+    assert verdict([{"sketch_error": 0.13}, guided], 0.128, 0.97) == yes
+    assert verdict([{"sketch_error": 0.13}, guided], 0.128, 0.5) == "**no**"  # not its digit
+    assert verdict([{"sketch_error": 0.01}, guided], 0.128, 0.97) == "**no**"  # no control
+    assert verdict([{"sketch_error": 0.13}, {"sketch_error": 0.1}, guided], 0.128, 0.97) == \
+        "**no**"  # one guided scale off its sketch
+
+
+def test_the_blur_gan_vae_guidance_and_latent_verdicts_read_their_whole_row():
+    b = _blocks()
+    blur = {"blur_rms_to_mean": 0.0025, "digit_rms_to_mean": 0.26, "blur_fd_ratio": 249.0,
+            "blur_confidence": 0.26, "blur_coverage": 1}
+    assert b.blur({"steps": {"01_blur": {"metrics": blur}}})[-1] == "yes"
+    blur["blur_confidence"] = 0.9  # near the average, yet the judge sees a digit
+    assert b.blur({"steps": {"01_blur": {"metrics": blur}}})[-1] == "**no**"
+    gan = b.gan_verdict
+    assert gan(0.85, 0.70, 64.0, 46.0) == "yes; keeping the digits it rates most real still " \
+                                          "improves FD: it still tells them apart"
+    assert gan(0.848, 0.799, 64.0, 63.0) == "**no**: it fell 0.049, under the rule's 0.05; " \
+        "keeping the digits it rates most real does not improve FD"
+    vae = {"fd": 113.0, "fd_ratio": 22.3, "confidence": 0.86, "ae_fd": 1080.0,
+           "ae_confidence": 0.4}
+    assert b.vae({"steps": {"06": {"metrics": vae}}})[-1] == "yes"
+    vae["ae_confidence"] = 0.9  # far in FD, yet as clearly digits
+    assert b.vae({"steps": {"06": {"metrics": vae}}})[-1] == "**no**"
+    sweep = [{"guidance": s, "label_accuracy": a, "diversity": d}
+             for s, a, d in ((0, 0.09, 9.8), (1, 0.93, 8.5), (2, 0.99, 7.9))]
+    guidance = {"sweep": sweep, "real_diversity": 9.0}
+    assert b.guidance({"steps": {"04_guidance": {"metrics": guidance}}})[-1] == "yes"
+    guidance["real_diversity"] = 10.0  # the unguided model less varied than real digits
+    assert b.guidance({"steps": {"04_guidance": {"metrics": guidance}}})[-1] == "**no**"
+    one = {"steps_per_second": 10.0, "batch_size": 64, "values_per_image": 784,
+           "train_seconds": 212.0, "sample_seconds_per_image": 0.03, "fd": 22.5,
+           "label_accuracy": 0.997}
+    other = dict(one, steps_per_second=26.0, values_per_image=196, autoencoder_seconds=234.0,
+                 sample_seconds_per_image=0.009, fd=25.7)
+    latent = {"compare": {"04": one, "08": other}, "recon_fd": 6.5}
+    assert b.latent({"steps": {"08_versus_04": {"metrics": latent}}})[-1] == "yes"
+    other["label_accuracy"] = 0.9  # FD within bounds, but the labels followed less
+    assert b.latent({"steps": {"08_versus_04": {"metrics": latent}}})[-1] == "**partly**"
