@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "05_gan"
+IMAGE_SHAPE = (1, 28, 28)  # MNIST: (channels, height, width)
 SMOOTH = 100  # the critic's figures are means over this many steps: one batch is too noisy
 GIF_IMAGES = 16  # the first images of the fixed-z batch, kept from every check for the GIF
 
@@ -54,67 +55,72 @@ class Config(common.BaseConfig):
 
 
 # %% 1. The artist and the critic
-# A small DCGAN-style convolutional pair (Radford et al., 2016) by default; the
-# fully connected pair with --arch mlp. Convolutions build a digit from local
-# strokes that look the same anywhere, which an MLP learns for every position
-# separately (measured here, the conv pair won at equal time: docs/experiments.md).
-# Images leave the generator and enter the critic in [-1, 1]: a tanh output
-# saturates at exactly those ends, and inputs centred on 0 suit the critic.
-# BatchNorm in the generator keeps each layer's activations at a sane scale
-# while the game shifts the target under it (a copied bug to avoid:
-# nn.BatchNorm2d(64, 0.8) sets eps, not momentum, to 0.8 and blurs the
-# normalisation into nothing). The critic has NO BatchNorm: batch statistics
-# would let it tell a real batch from a generated one by the batch, not the image.
-# The generator's last layer is a plain 3x3 convolution at full resolution: a
-# stride-2 transposed convolution writing pixels directly paints alternate
-# pixels from different kernel entries, a checkerboard the artist would spend
-# its training ironing out; a 3x3 layer that mixes neighbours removes that work.
+# A small DCGAN-style convolutional pair (Radford et al., 2016) by default; the fully connected
+# pair with --arch mlp. Convolutions build a digit from local strokes that look the same
+# anywhere, which an MLP learns for every position separately (measured here, the conv pair won
+# at equal time: docs/experiments.md). Images leave the generator and enter the critic in
+# [-1, 1]: a tanh output saturates at exactly those ends, and inputs centred on 0 suit the critic.
+# BatchNorm in the generator keeps each layer's activations at a sane scale while the game
+# shifts the target under it (a copied bug to avoid: nn.BatchNorm2d(64, 0.8) sets eps, not
+# momentum, to 0.8 and blurs the normalisation into nothing). The critic has NO BatchNorm: batch
+# statistics would let it tell a real batch from a generated one by the batch, not the image.
+# The generator's last layer is a plain 3x3 convolution at full resolution: a stride-2
+# transposed convolution writing pixels directly paints alternate pixels from different kernel
+# entries, a checkerboard the artist would spend its training ironing out; a 3x3 layer that
+# mixes neighbours removes that work.
 class Critic(nn.Sequential):
-    """Layers read as a critic: image (B, 1, 28, 28) in [-1, 1] -> logits (B,), real or not."""
+    """Layers read as a critic: image (B, C, H, W) in [-1, 1] -> logits (B,), real or not."""
 
     def forward(self, x):
         return super().forward(x).squeeze(1).float()
 
 
-def conv_pair(z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
-    """The generator, z (B, z_dim) -> image (B, 1, 28, 28) in [-1, 1], upsampling
-    7 -> 14 -> 28, and the critic, downsampling 28 -> 14 -> 7 (w = width)."""
-    c, f = 2 * width, max(1, width // 2)
+def conv_pair(z_dim: int, width: int, image_shape=IMAGE_SHAPE) -> tuple[nn.Module, nn.Module]:
+    """The generator, z (B, z_dim) -> image (B, C, H, W) in [-1, 1], upsampling H/4 -> H/2 -> H
+    (MNIST: 7, 14, 28), and the critic, back down (w = width): H and W divisible by 4."""
+    (C, H, W), c, f = image_shape, 2 * width, max(1, width // 2)
+    if H % 4 or W % 4:
+        raise ValueError(f"the conv pair needs height and width divisible by 4, got {H}x{W}")
     G = nn.Sequential(
-        nn.Linear(z_dim, c * 7 * 7, bias=False),             # (B, z) -> (B, 2w*49)
-        nn.Unflatten(1, (c, 7, 7)),                          # -> (B, 2w, 7, 7)
+        nn.Linear(z_dim, c * (H // 4) * (W // 4), bias=False),  # (B, z) -> (B, 2w*H/4*W/4)
+        nn.Unflatten(1, (c, H // 4, W // 4)),                # -> (B, 2w, H/4, W/4)
         nn.BatchNorm2d(c), nn.ReLU(),
-        nn.ConvTranspose2d(c, width, 4, 2, 1, bias=False),   # -> (B, w, 14, 14)
+        nn.ConvTranspose2d(c, width, 4, 2, 1, bias=False),   # -> (B, w, H/2, W/2)
         nn.BatchNorm2d(width), nn.ReLU(),
-        nn.ConvTranspose2d(width, f, 4, 2, 1, bias=False),   # -> (B, w/2, 28, 28)
+        nn.ConvTranspose2d(width, f, 4, 2, 1, bias=False),   # -> (B, w/2, H, W)
         nn.BatchNorm2d(f), nn.ReLU(),
-        nn.Conv2d(f, 1, 3, 1, 1), nn.Tanh())                 # -> (B, 1, 28, 28), 3x3 mix
+        nn.Conv2d(f, C, 3, 1, 1), nn.Tanh())                 # -> (B, C, H, W), 3x3 mix
     # LeakyReLU rather than ReLU: a critic unit that is "off" for a generated
     # image would pass no gradient back to the generator at all.
     D = Critic(
-        nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),          # -> (B, w, 14, 14)
-        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # -> (B, 2w, 7, 7)
-        nn.Flatten(), nn.Linear(2 * width * 49, 1))               # -> (B, 2w*49) -> (B, 1)
+        nn.Conv2d(C, width, 4, 2, 1), nn.LeakyReLU(0.2),          # -> (B, w, H/2, W/2)
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # -> (B, 2w, H/4, W/4)
+        nn.Flatten(), nn.Linear(c * (H // 4) * (W // 4), 1))      # -> (B, 2w*H/4*W/4) -> (B, 1)
     return G, D
 
 
-def mlp_pair(z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
-    """The fully connected pair, with the same inputs and outputs (h = 4 * width)."""
-    h = 4 * width
+def mlp_pair(z_dim: int, width: int, image_shape=IMAGE_SHAPE) -> tuple[nn.Module, nn.Module]:
+    """The fully connected pair, with the same inputs and outputs (h = 4 * width); any size."""
+    h, pixels = 4 * width, math.prod(image_shape)
     G = nn.Sequential(
         nn.Linear(z_dim, h), nn.BatchNorm1d(h), nn.ReLU(),
         nn.Linear(h, 2 * h), nn.BatchNorm1d(2 * h), nn.ReLU(),
-        nn.Linear(2 * h, 28 * 28), nn.Tanh(),                    # (B, 2h) -> (B, 784)
-        nn.Unflatten(1, (1, 28, 28)))                            # -> (B, 1, 28, 28)
-    D = Critic(nn.Flatten(), nn.Linear(28 * 28, 2 * h), nn.LeakyReLU(0.2),
-               nn.Linear(2 * h, h), nn.LeakyReLU(0.2), nn.Linear(h, 1))  # (B, 784) -> (B, 1)
+        nn.Linear(2 * h, pixels), nn.Tanh(),                     # (B, 2h) -> (B, C*H*W)
+        nn.Unflatten(1, tuple(image_shape)))                     # -> (B, C, H, W)
+    D = Critic(nn.Flatten(), nn.Linear(pixels, 2 * h), nn.LeakyReLU(0.2),
+               nn.Linear(2 * h, h), nn.LeakyReLU(0.2), nn.Linear(h, 1))  # (B, CHW) -> (B, 1)
     return G, D
 
 
-def build(arch: str, z_dim: int, width: int) -> nn.ModuleDict:
-    """The pair as one module, so one checkpoint: ["generator"] and ["critic"]."""
-    G, D = (conv_pair if arch == "dcgan" else mlp_pair)(z_dim, width)
-    return nn.ModuleDict({"generator": G, "critic": D})
+def build(arch: str, z_dim: int, width: int, image_shape=IMAGE_SHAPE) -> nn.ModuleDict:
+    """The pair for images of image_shape (channels, height, width) as one module, so one
+    checkpoint: ["generator"] and ["critic"]. dcgan: height and width divisible by 4."""
+    if arch not in ("dcgan", "mlp"):
+        raise ValueError(f"arch must be 'dcgan' or 'mlp', got {arch!r}")
+    G, D = (conv_pair if arch == "dcgan" else mlp_pair)(z_dim, width, image_shape)
+    pair = nn.ModuleDict({"generator": G, "critic": D})
+    pair.image_shape = tuple(image_shape)
+    return pair
 
 
 # %% 2. The game and its losses
@@ -148,29 +154,26 @@ def generator_loss_minimax(fake_logits):
 
 
 # %% 3. One training step: the critic first, then the generator
-# Goodfellow et al.'s Algorithm 1 with k = 1: update the critic on the current
-# generator's images, then the generator against that freshly updated critic
-# (the other order trains it against a critic one step stale). One generated
-# batch serves both updates: a second one cost a generator pass for no gain in
-# quality (docs/experiments.md). No gradient may leak from one network's loss
-# into the other: the critic step detaches the generated batch, so its loss
-# cannot reach the generator's weights; the generator step freezes the critic's
-# (requires_grad off), so backpropagation passes *through* the critic to the
-# image but leaves its weights alone (and saves computing their gradients).
+# Goodfellow et al.'s Algorithm 1 with k = 1: update the critic on the current generator's
+# images, then the generator against that freshly updated critic (the other order trains it
+# against a critic one step stale). One generated batch serves both updates: a second one cost a
+# generator pass for no gain in quality (docs/experiments.md). No gradient may leak from one
+# network's loss into the other: the critic step detaches the generated batch, so its loss
+# cannot reach the generator's weights; the generator step freezes the critic's (requires_grad
+# off), so backpropagation passes *through* the critic to the image but leaves its weights alone
+# (and saves computing their gradients).
 def critic_step(D, opt_d, real, fake) -> dict:
-    """Update D on a real batch and a generated batch, both (B, 1, 28, 28) in [-1, 1]."""
-    b = len(real)
-    # Both batches in one pass, (2B, 1, 28, 28) -> (2B,) logits: exact, not an approximation,
+    """Update D on a real batch and a generated batch, both (B, C, H, W) in [-1, 1]."""
+    # Both batches in one pass, (2B, C, H, W) -> (2B,) logits: exact, not an approximation,
     # because the critic has no BatchNorm (section 1): each logit depends on its image alone.
     logits = D(torch.cat([real, fake.detach()]))
-    real_logits, fake_logits = logits[:b], logits[b:]
+    real_logits, fake_logits = logits[:len(real)], logits[len(real):]
     loss = critic_loss(real_logits, fake_logits)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
     # Its accuracy on this step's batches, before its update: real is right when D > 1/2.
-    return {"d_loss": loss.item(),
-            "acc_real": (real_logits > 0).float().mean().item(),
+    return {"d_loss": loss.item(), "acc_real": (real_logits > 0).float().mean().item(),
             "acc_fake": (fake_logits < 0).float().mean().item()}
 
 
@@ -185,13 +188,10 @@ def generator_step(D, opt_g, fake) -> dict:
     return {"g_loss": loss.item()}
 
 
-def train_step(G, D, opt_g, opt_d, real, z_dim: int, device: torch.device) -> dict:
-    """One round of the game on a real batch in [-1, 1]: (B, 1, 28, 28)."""
-    with common.autocast(device):
-        fake = G(torch.randn(len(real), z_dim).to(device))  # (B, 1, 28, 28), graph kept
-        stats = critic_step(D, opt_d, real, fake)
-        stats.update(generator_step(D, opt_g, fake))
-    return stats
+def train_step(G, D, opt_g, opt_d, real, z_dim: int) -> dict:
+    """One round of the game on a real batch (B, C, H, W) in [-1, 1]; returns the figures."""
+    fake = G(torch.randn(len(real), z_dim).to(real.device))  # (B, C, H, W), graph kept
+    return {**critic_step(D, opt_d, real, fake), **generator_step(D, opt_g, fake)}
 
 
 # %% 4. Training, watched: the critic's accuracy and a fixed batch of z
@@ -203,14 +203,13 @@ def train_step(G, D, opt_g, opt_d, real, z_dim: int, device: torch.device) -> di
 # (modes.png: a collapsed generator piles its samples onto a few classes), and
 # their first few make generation.gif: the same z through training.
 @torch.no_grad()
-def generate(G, z, device: torch.device, chunk: int = 1000):
-    """z (N, z_dim) -> images (N, 1, 28, 28) in [0, 1]; the generator in eval mode, so
-    BatchNorm uses its running statistics and each image depends on its own z alone."""
-    was_training, out = G.training, []
+def generate(G, z, chunk: int = 1000):
+    """z (N, z_dim) -> images (N, C, H, W) in [0, 1] on the CPU; the generator in eval mode,
+    so BatchNorm uses its running statistics and each image depends on its own z alone."""
+    was_training, out, device = G.training, [], next(G.parameters()).device
     G.eval()
     for i in range(0, len(z), chunk):
-        with common.autocast(device):
-            out.append(G(z[i:i + chunk].to(device)).float().cpu())
+        out.append(G(z[i:i + chunk].to(device)).float().cpu())
     G.train(was_training)
     return (torch.cat(out) + 1) / 2                              # [-1, 1] -> [0, 1]
 
@@ -227,7 +226,7 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 def train(model: nn.ModuleDict, cfg: Config, data: common.Data, device) -> dict:
     """The whole game. Returns train_seconds and the history: per step the critic's accuracy
     on both batches and both losses; per check its step and the fixed batch's images (as
-    uint8 (N, 28, 28), a quarter of float32's size)."""
+    uint8 (N, C, H, W), a quarter of float32's size)."""
     G, D = model["generator"], model["critic"]
     gen = torch.Generator().manual_seed(cfg.seed)
     # beta1 = 0.5 rather than Adam's 0.9 (Radford et al., 2016): less momentum,
@@ -241,19 +240,19 @@ def train(model: nn.ModuleDict, cfg: Config, data: common.Data, device) -> dict:
     stream = common.batches(data.x_train, data.y_train, cfg.batch_size, gen)
     progress = common.Progress(cfg.steps)
     for step in range(1, cfg.steps + 1):
-        real, _ = next(stream)
         for group in opt_g.param_groups + opt_d.param_groups:
             group["lr"] = learning_rate(step, cfg.steps, cfg.lr)
-        real = real.to(device) * 2 - 1                           # [0, 1] -> [-1, 1]
-        for k, v in train_step(G, D, opt_g, opt_d, real, cfg.z_dim, device).items():
-            history[k].append(v)
+        real = next(stream)[0].to(device) * 2 - 1                # [0, 1] -> [-1, 1]
+        with common.autocast(device):
+            for k, v in train_step(G, D, opt_g, opt_d, real, cfg.z_dim).items():
+                history[k].append(v)
         # Means over the last SMOOTH steps, this one included: a NaN stops the run at once.
         progress.update(step, **{k: float(np.mean(history[k][-SMOOTH:]))
                                  for k in ("d_loss", "g_loss", "acc_real", "acc_fake")})
         if step % cfg.monitor_every == 0 or step == cfg.steps:
             history["monitor_steps"].append(step)
-            x = generate(G, z_fixed, device)[:, 0]               # (monitor_n, 28, 28)
-            history["snapshots"].append((x * 255).round().to(torch.uint8))
+            with common.autocast(device):  # (monitor_n, C, H, W) as bytes
+                history["snapshots"].append((generate(G, z_fixed) * 255).round().byte())
     return {"train_seconds": progress.elapsed(), "history": history}
 
 
@@ -280,13 +279,12 @@ def watch(extra: dict, judge) -> dict:
 # passes). Measured here, the best quarter beat the unfiltered digits (judged
 # too) on FD and confidence without favouring one class (README, claims table).
 @torch.no_grad()
-def critic_filter(D, x, n: int, device: torch.device, chunk: int = 1000) -> torch.Tensor:
-    """Images (M, 1, 28, 28) in [0, 1] -> indices (n,) of the n (<= M) the critic scores
+def critic_filter(D, x, n: int, chunk: int = 1000) -> torch.Tensor:
+    """Images (M, C, H, W) in [0, 1] -> indices (n,) of the n (<= M) the critic scores
     highest, in their drawn order. (The critic has no BatchNorm: its mode does not matter.)"""
-    scores = []
+    scores, device = [], next(D.parameters()).device
     for i in range(0, len(x), chunk):
-        with common.autocast(device):
-            scores.append(D((x[i:i + chunk] * 2 - 1).to(device)).float().cpu())  # sees [-1, 1]
+        scores.append(D((x[i:i + chunk] * 2 - 1).to(device)).float().cpu())  # sees [-1, 1]
     return torch.cat(scores).topk(n).indices.sort().values  # the n most real, in drawn order
 
 
@@ -295,8 +293,9 @@ def sample(G, D, cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch
     (with --keep 1, every drawn digit, in order). Returns (kept, drawn) in [0, 1]."""
     drawn = math.ceil(cfg.samples / cfg.keep)
     z = torch.randn(drawn, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
-    x_drawn = generate(G, z, device)                             # (drawn, 1, 28, 28)
-    return x_drawn[critic_filter(D, x_drawn, cfg.samples, device)], x_drawn
+    with common.autocast(device):
+        x_drawn = generate(G, z)                                 # (drawn, C, H, W)
+        return x_drawn[critic_filter(D, x_drawn, cfg.samples)], x_drawn
 
 
 # %% 6. Reporting: the judge's figures, the game and the modes over time, the GIF

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "06_vae"
-PIXELS = 28 * 28
+IMAGE_SHAPE = (1, 28, 28)  # MNIST: (channels, height, width)
 
 
 # %% 0. Settings
@@ -58,13 +58,13 @@ class Config(common.BaseConfig):
 # measured here, at equal CPU time they drew better digits from the prior,
 # though conv nets reached a better held-out ELBO (docs/experiments.md).
 class Encoder(nn.Module):
-    """x (B, 1, 28, 28) -> mu (B, d), log sigma^2 (B, d)."""
+    """x (B, C, H, W) -> mu (B, d), log sigma^2 (B, d)."""
 
-    def __init__(self, latent_dim: int, hidden: int):
+    def __init__(self, latent_dim: int, hidden: int, image_shape=IMAGE_SHAPE):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(),                                  # (B, 1, 28, 28) -> (B, 784)
-            nn.Linear(PIXELS, hidden), nn.ReLU(),
+            nn.Flatten(),                                  # (B, C, H, W) -> (B, C*H*W): 784
+            nn.Linear(math.prod(image_shape), hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 2 * latent_dim),             # -> (B, 2d): mu and log sigma^2
         )
@@ -77,15 +77,15 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z (B, d) -> logits (B, 1, 28, 28) of the Bernoulli likelihood p(x|z)."""
+    """z (B, d) -> logits (B, C, H, W) of the Bernoulli likelihood p(x|z)."""
 
-    def __init__(self, latent_dim: int, hidden: int):
+    def __init__(self, latent_dim: int, hidden: int, image_shape=IMAGE_SHAPE):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent_dim, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, PIXELS),                     # (B, d) -> (B, 784)
-            nn.Unflatten(1, (1, 28, 28)),                  # -> (B, 1, 28, 28)
+            nn.Linear(hidden, math.prod(image_shape)),     # (B, d) -> (B, C*H*W)
+            nn.Unflatten(1, tuple(image_shape)),           # -> (B, C, H, W)
         )
 
     def forward(self, z):
@@ -93,11 +93,16 @@ class Decoder(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: int):
+    """The pair for images of image_shape (channels, height, width): fully connected, so any
+    number of channels and any height and width."""
+
+    def __init__(self, latent_dim: int, hidden: int, image_shape=IMAGE_SHAPE):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.encoder = Encoder(latent_dim, hidden)
-        self.decoder = Decoder(latent_dim, hidden)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (channels, height, width), got {image_shape}")
+        self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
+        self.encoder = Encoder(latent_dim, hidden, image_shape)
+        self.decoder = Decoder(latent_dim, hidden, image_shape)
 
     def decode_mean(self, z):
         # The picture of a latent point: the mean of p(x|z), i.e. each pixel's
@@ -179,10 +184,10 @@ def ae_loss(model: EncoderDecoder, x):
     return -rec.mean(), {"rec": -rec.mean().item()}
 
 
-def build(latent_dim: int, hidden: int) -> nn.ModuleDict:
+def build(latent_dim: int, hidden: int, image_shape=IMAGE_SHAPE) -> nn.ModuleDict:
     """The VAE and the autoencoder of the same shape, as one module (one checkpoint)."""
-    return nn.ModuleDict({"vae": EncoderDecoder(latent_dim, hidden),
-                          "ae": EncoderDecoder(latent_dim, hidden)})
+    return nn.ModuleDict({"vae": EncoderDecoder(latent_dim, hidden, image_shape),
+                          "ae": EncoderDecoder(latent_dim, hidden, image_shape)})
 
 
 # %% 5. Training the two side by side
@@ -191,6 +196,16 @@ def build(latent_dim: int, hidden: int) -> nn.ModuleDict:
 # training digits the held-out bound is best early and then overfits while the
 # prior samples keep improving; the default length is chosen for the samples
 # (docs/experiments.md).
+def train_step(model: EncoderDecoder, opt, x, loss_fn=vae_loss) -> dict:
+    """One optimizer step on images x (B, C, H, W) in [0, 1] with loss_fn (the VAE's -ELBO, or
+    ae_loss for the autoencoder); returns the loss and its parts as numbers."""
+    loss, parts = loss_fn(model, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": loss.item(), **parts}
+
+
 LOSSES = {"vae": vae_loss, "ae": ae_loss}
 
 
@@ -207,27 +222,21 @@ def train(models: nn.ModuleDict, cfg: Config, data: common.Data, device) -> dict
         shown = {}  # this step's losses: Progress stops the run if any diverges
         for name, model in models.items():
             with common.autocast(device):
-                loss, parts = LOSSES[name](model, x)
-            opts[name].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[name].step()
-            shown[f"{name}_loss"] = loss.item()
-            if "kl" in parts:
-                shown[f"{name}_kl"] = parts["kl"]
+                parts = train_step(model, opts[name], x, LOSSES[name])
+            shown.update({f"{name}_{k}": parts[k] for k in ("loss", "kl") if k in parts})
         progress.update(step, **shown)
     return {"train_seconds": progress.elapsed()}
 
 
 # %% 6. Sampling from the prior, the held-out ELBO, and where the codes live
 @torch.no_grad()
-def sample_prior(model: EncoderDecoder, n: int, gen: torch.Generator, device: torch.device,
-                 chunk: int = 1000):
-    """z ~ N(0, I) -> decoder -> mean image: (n, 1, 28, 28) in [0, 1]. Used for both models."""
-    out = []
+def sample_prior(model: EncoderDecoder, n: int, gen: torch.Generator, chunk: int = 1000):
+    """z ~ N(0, I) -> decoder -> mean image: (n, C, H, W) in [0, 1] on the CPU, z drawn by gen
+    on the CPU (the same numbers on any device). Used for both models."""
+    out, device = [], next(model.parameters()).device
     for i in range(0, n, chunk):
         z = torch.randn(min(chunk, n - i), model.latent_dim, generator=gen).to(device)  # (b, d)
-        with common.autocast(device):
-            out.append(model.decode_mean(z).float().cpu())
+        out.append(model.decode_mean(z).float().cpu())
     return torch.cat(out)
 
 
@@ -298,11 +307,11 @@ def prior_loop(walkers: int, frames: int, latent_dim: int, gen: torch.Generator)
 
 @torch.no_grad()
 def decode_path(model: EncoderDecoder, z, device: torch.device):
-    """Decoder means along a path: (frames, walkers, d) -> (frames, walkers, 28, 28)."""
+    """Decoder means along a path: (frames, walkers, d) -> (frames, walkers, C, H, W)."""
     f, w, d = z.shape
     with common.autocast(device):
         x = model.decode_mean(z.reshape(f * w, d).to(device)).float().cpu()
-    return x.reshape(f, w, 28, 28)
+    return x.reshape(f, w, *model.image_shape)
 
 
 # %% 8. Reporting: the judge's figures for both models, the pictures and the walk
@@ -355,9 +364,10 @@ def main(argv=None):
         # The VAE's samples are the chapter's samples: timed, saved, judged. The
         # autoencoder is sampled the same way, from the same generator, for contrast.
         gen, start = torch.Generator().manual_seed(cfg.seed), time.perf_counter()
-        x_vae = sample_prior(vae, cfg.samples, gen, device)
-        sample_seconds = time.perf_counter() - start
-        x_ae = sample_prior(ae, cfg.samples, gen, device)
+        with common.autocast(device):
+            x_vae = sample_prior(vae, cfg.samples, gen)
+            sample_seconds = time.perf_counter() - start
+            x_ae = sample_prior(ae, cfg.samples, gen)
         metrics = {**extra, "sample_seconds": sample_seconds, "device": str(device),
                    **judged(judge, x_vae, x_ae), **held_out(vae, ae, data.x_held, cfg.seed, device),
                    "config": dataclasses.asdict(cfg)}

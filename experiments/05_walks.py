@@ -45,7 +45,7 @@ def lerp(a, b, t):
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("keep", "gif"))
     with common.run_folder(cfg, "05_walks") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
@@ -60,14 +60,17 @@ def main(argv=None):
                            generator=torch.Generator().manual_seed(cfg.seed + 2))
         metrics = {}
         for name, z in (("ends", a), ("line", lerp(a, b, 0.5)), ("circle", slerp(a, b, 0.5))):
-            r = judge.evaluate(gan.generate(G, z, device))
+            with common.autocast(device):
+                r = judge.evaluate(gan.generate(G, z))
             metrics.update({f"{name}_norm": (z.norm(dim=1) / math.sqrt(cfg.z_dim)).mean().item(),
                             **{f"{name}_{k}": r[k] for k in JUDGED}})
             print(f"{name:6s} |z|/sqrt(d) {metrics[f'{name}_norm']:.2f}: FD {r['fd']:.1f}, "
                   f"confidence {r['confidence']:.3f}", flush=True)
         t = torch.linspace(0, 1, 10).unsqueeze(1)                # (10, 1)
         rows = [way(a[i], b[i], t) for i in range(min(6, cfg.samples)) for way in (lerp, slerp)]
-        common.save_images(out / "walks.png", gan.generate(G, torch.cat(rows), device), 10,
+        with common.autocast(device):
+            x = gan.generate(G, torch.cat(rows))                 # (12 walks x 10 steps, C, H, W)
+        common.save_images(out / "walks.png", x, 10,
                            ["line", "circle"] * (len(rows) // 2),
                            "walks between two z: the straight line and the great circle")
         common.save_metrics(out, {**metrics, "config": dataclasses.asdict(cfg)})

@@ -30,14 +30,14 @@ class Config(vae.Config):
 
 @torch.no_grad()
 def decode_between(model, x_a, x_b, t, device) -> torch.Tensor:
-    """Images x_a, x_b (N, 1, 28, 28) -> the decoder's mean at (1 - t) mu(x_a) + t mu(x_b),
-    (N, 1, 28, 28); t a number or (N, 1)."""
+    """Images x_a, x_b (N, C, H, W) -> the decoder's mean at (1 - t) mu(x_a) + t mu(x_b),
+    (N, C, H, W); t a number or (N, 1)."""
     mu_a, mu_b = model.encoder(x_a.to(device))[0], model.encoder(x_b.to(device))[0]  # (N, d)
     return model.decode_mean((1 - t) * mu_a + t * mu_b).cpu()
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("gif",))
     with common.run_folder(cfg, "06_interpolation") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)

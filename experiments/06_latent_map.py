@@ -56,7 +56,7 @@ def save_latent_map(path, model, x, y, device, grid: int = 15) -> None:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("gif",))
     with common.run_folder(cfg, SCRIPT) as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
@@ -67,8 +67,8 @@ def main(argv=None):
             lambda c: nn.ModuleDict({"vae": vae.EncoderDecoder(2, c.hidden)}).to(device),
             lambda m: vae.train(m, cfg, data, device))
         model, x = models["vae"], data.x_held
-        x_prior = vae.sample_prior(model, cfg.samples, torch.Generator().manual_seed(cfg.seed),
-                                   device)
+        with common.autocast(device):
+            x_prior = vae.sample_prior(model, cfg.samples, torch.Generator().manual_seed(cfg.seed))
         r = judge.evaluate(x_prior)
         metrics = {**extra, **vae.held_out_elbo(model, x, torch.Generator().manual_seed(cfg.seed),
                                                 device),

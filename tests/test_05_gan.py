@@ -1,8 +1,10 @@
 """Tests for 05_gan.py: shapes, the losses' formulas, each player's step (no gradient leaks, the
-non-saturating loss), generation image by image, determinism, the critic filter, the history
-the figures are drawn from, the contract and the GIF; and experiments/05_walks.py."""
+non-saturating loss, the critic's accuracy), generation image by image, determinism, the critic
+filter, the history the figures are drawn from, the contract and the GIF (one tiny run shared);
+the lesson copied out alone on other shapes; and experiments/05_walks.py."""
 import copy
 import importlib
+import io
 import math
 import sys
 from pathlib import Path
@@ -21,6 +23,29 @@ walks = importlib.import_module("05_walks")
 CPU = torch.device("cpu")
 ARCHS = ["dcgan", "mlp"]
 logit_lists = st.lists(st.floats(-12, 12), min_size=1, max_size=16)
+# What a student copies (tests/test_repository.py runs travel on it alone), and the rest.
+LESSON = ["IMAGE_SHAPE", "Critic", "conv_pair", "mlp_pair", "build", "critic_loss",
+          "generator_loss", "generator_loss_minimax", "critic_step", "generator_step",
+          "train_step", "generate", "learning_rate", "critic_filter"]
+DRIVER = ["SCRIPT", "SMOOTH", "GIF_IMAGES", "Config", "train", "watch", "sample", "judge_samples",
+          "game_metrics", "running_mean", "save_game_figures", "LINES", "main"]
+
+
+def travel(m):
+    """The lesson alone: a round of the game with Adam and two generated images (kept by the
+    critic's choice of one), for both pairs on colour 3x32x32 and on MNIST's 1x28x28."""
+    for arch in ARCHS:
+        for shape in [(3, 32, 32), (1, 28, 28)]:
+            torch.manual_seed(0)
+            model = m.build(arch, 8, 4, shape)
+            G, D = model["generator"], model["critic"]
+            opt_g, opt_d = (torch.optim.Adam(p.parameters(), lr=1e-3, betas=(0.5, 0.999))
+                            for p in (G, D))
+            stats = m.train_step(G, D, opt_g, opt_d, torch.rand(4, *shape) * 2 - 1, 8)
+            assert all(math.isfinite(v) for v in stats.values()) and len(stats) == 4
+            x = m.generate(G, torch.randn(2, 8))
+            assert x.shape == (2, *shape) and torch.isfinite(x).all()
+            assert x[m.critic_filter(D, x, 1)].shape == (1, *shape)
 
 
 def pair(arch="dcgan", seed=0, z_dim=8, width=4):
@@ -35,9 +60,27 @@ def test_shapes_and_ranges(arch):
     x = G(torch.randn(5, 8))
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert D(x).shape == (5,)
-    imgs = gan.generate(G, torch.randn(7, 8), CPU, chunk=3)
+    imgs = gan.generate(G, torch.randn(7, 8), chunk=3)
     assert imgs.shape == (7, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
     assert G.training  # generate() restores the mode it found
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_pair_takes_the_image_shape_its_architecture_allows(arch):
+    for shape in [(3, 32, 32), (1, 16, 12), (2, 8, 20)]:
+        model = gan.build(arch, 8, 4, shape)
+        x = model["generator"](torch.randn(3, 8))
+        assert x.shape == (3, *shape) and model["critic"](x).shape == (3,)
+        assert model.image_shape == shape
+    if arch == "dcgan":  # two halvings: a side that is not a multiple of 4 is refused at once
+        for shape in [(1, 30, 28), (3, 32, 18)]:
+            with pytest.raises(ValueError, match="divisible by 4"):
+                gan.build(arch, 8, 4, shape)
+    else:
+        assert gan.build(arch, 8, 4, (1, 30, 7))["generator"](torch.randn(2, 8)).shape[2:] == \
+            (30, 7)
+    with pytest.raises(ValueError, match="dcgan"):
+        gan.build("gan", 8, 4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -57,8 +100,8 @@ def test_each_generated_image_depends_on_its_own_z_alone(arch, n, seed, data):
     z = torch.randn(n, 8, generator=gen)
     others = torch.randn(n, 8, generator=gen) * 2 + 1
     others[i] = z[i]
-    assert torch.allclose(gan.generate(G, z, CPU)[i], gan.generate(G, others, CPU)[i], atol=1e-5)
-    assert torch.allclose(gan.generate(G, z, CPU)[i], gan.generate(G, z[i:i + 1], CPU)[0],
+    assert torch.allclose(gan.generate(G, z)[i], gan.generate(G, others)[i], atol=1e-5)
+    assert torch.allclose(gan.generate(G, z)[i], gan.generate(G, z[i:i + 1])[0],
                           atol=1e-5)
 
 
@@ -180,10 +223,53 @@ def test_train_step_changes_both_and_reports_accuracies():
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
     G0, D0 = params(G), params(D)
-    stats = gan.train_step(G, D, opt_g, opt_d, torch.rand(6, 1, 28, 28) * 2 - 1, 8, CPU)
+    stats = gan.train_step(G, D, opt_g, opt_d, torch.rand(6, 1, 28, 28) * 2 - 1, 8)
     assert not same(params(G), G0) and not same(params(D), D0)
     assert 0 <= stats["acc_real"] <= 1 and 0 <= stats["acc_fake"] <= 1
     assert math.isfinite(stats["d_loss"]) and math.isfinite(stats["g_loss"])
+
+
+class Brightness(torch.nn.Module):
+    """Stand-ins with a known order: the 'generator' paints every pixel tanh(z[0]),
+    the 'critic' scores an image by its mean brightness (times a weight of 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, t):
+        if t.dim() == 4:
+            return t.flatten(1).mean(1) * self.weight
+        return torch.tanh(t[:, :1, None, None]).expand(-1, 1, 28, 28) * self.weight
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 12), data=st.data())
+def test_the_critics_accuracy_counts_its_right_calls_on_each_batch(b, data):
+    # Issue 38: acc_fake counting the generated images the critic calls *real* drew the game
+    # backwards in training.png. The critic here calls an image real when it is bright; the
+    # real batch has `right` bright images, the generated one `fooled` bright ones.
+    right, fooled = data.draw(st.integers(0, b)), data.draw(st.integers(0, b))
+    real, fake = -torch.ones(b, 1, 28, 28), -torch.ones(b, 1, 28, 28)
+    real[:right], fake[:fooled] = 1.0, 1.0
+    D = Brightness()
+    stats = gan.critic_step(D, torch.optim.SGD(D.parameters(), lr=0.0), real, fake)
+    assert stats["acc_real"] == pytest.approx(right / b)
+    assert stats["acc_fake"] == pytest.approx((b - fooled) / b)
+
+
+@pytest.mark.parametrize("calls_real", [False, True])
+def test_a_critic_that_calls_everything_one_way_is_right_on_one_batch_only(calls_real):
+    # Through a whole round of the game: a critic that calls everything fake is right on
+    # every generated image and on no real one, and the reverse.
+    G, D = pair()
+    with torch.no_grad():
+        last = [m for m in D.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.fill_(20.0 if calls_real else -20.0)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D)]
+    stats = gan.train_step(G, D, *opts, torch.rand(6, 1, 28, 28) * 2 - 1, 8)
+    assert (stats["acc_real"], stats["acc_fake"]) == ((1.0, 0.0) if calls_real else (0.0, 1.0))
 
 
 SMALL = dict(steps=3, batch_size=8, z_dim=8, width=4, monitor_every=2, monitor_n=12)
@@ -200,11 +286,11 @@ def test_training_is_seeded_and_keeps_the_fixed_batch_as_bytes(data):
     flat = [torch.cat([p.flatten() for p in m.parameters()]) for m in (m0, m0b, m1)]
     assert torch.equal(flat[0], flat[1]) and not torch.equal(flat[0], flat[2])
     assert h0["monitor_steps"] == [2, 3] and len(h0["acc_real"]) == 3
-    assert all(s.dtype == torch.uint8 and s.shape == (12, 28, 28) for s in h0["snapshots"])
+    assert all(s.dtype == torch.uint8 and s.shape == (12, 1, 28, 28) for s in h0["snapshots"])
     assert all(torch.equal(a, b) for a, b in zip(h0["snapshots"], h0b["snapshots"]))
     # the last snapshot is the trained generator's images of the fixed z, rounded to bytes
     z = torch.randn(12, 8, generator=torch.Generator().manual_seed(1))
-    x = gan.generate(m0["generator"], z, CPU)[:, 0]
+    x = gan.generate(m0["generator"], z)
     assert (h0["snapshots"][-1].float() / 255 - x).abs().max() <= 0.5 / 255 + 1e-6
 
 
@@ -230,36 +316,26 @@ def test_watch_sorts_each_snapshot_then_keeps_a_small_clone():
         snaps[0]]}}, None)["history"]
 
 
-class Brightness(torch.nn.Module):
-    """Stand-ins with a known order: the 'generator' paints every pixel tanh(z[0]),
-    the 'critic' scores an image by its mean brightness."""
-
-    def forward(self, t):
-        if t.dim() == 4:
-            return t.flatten(1).mean(1)
-        return torch.tanh(t[:, :1, None, None]).expand(-1, 1, 28, 28)
-
-
 @settings(max_examples=30, deadline=None)
 @given(m=st.integers(1, 40), data=st.data())
 def test_critic_filter_keeps_the_best_scored_in_z_order(m, data):
     n = data.draw(st.integers(1, m))
     z = torch.randn(m, 3, generator=torch.Generator().manual_seed(m))
     stub = Brightness()
-    drawn = gan.generate(stub, z, CPU)
-    kept = gan.critic_filter(stub, drawn, n, CPU, chunk=7)
+    drawn = gan.generate(stub, z)
+    kept = gan.critic_filter(stub, drawn, n, chunk=7)
     assert drawn[kept].shape == (n, 1, 28, 28)
     brightest = z[:, 0].argsort(descending=True)[:n]
     assert kept.tolist() == sorted(brightest.tolist())  # the n brightest, in z order
-    assert torch.allclose(drawn[kept], gan.generate(stub, z[kept], CPU))
+    assert torch.allclose(drawn[kept], gan.generate(stub, z[kept]))
 
 
 def test_critic_filter_keeping_everything_keeps_every_digit_in_order():
     G, D = pair()
     z = torch.randn(9, 8)
-    x = gan.generate(G, z, CPU)
-    kept = gan.critic_filter(D, x, 9, CPU)
-    assert kept.tolist() == list(range(9)) and torch.equal(x[kept], gan.generate(G, z, CPU))
+    x = gan.generate(G, z)
+    kept = gan.critic_filter(D, x, 9)
+    assert kept.tolist() == list(range(9)) and torch.equal(x[kept], gan.generate(G, z))
 
 
 def test_running_mean():
@@ -272,10 +348,18 @@ TINY = ["--steps", "4", "--monitor-every", "2", "--monitor-n", "20", "--samples"
         "--width", "4", "--z-dim", "8", "--batch-size", "8"]
 
 
-def test_main_writes_the_contract_and_loads_back(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny trained run, shared by the checks of what it wrote and what --load does: its
+    folder, its metrics, and the bytes of its checkpoint, GIF and samples as first written."""
+    out = tmp_path_factory.mktemp("gan") / "run"
     gan.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 16)
+    return out, check_outputs(out, 16), {name: (out / name).read_bytes() for name in (
+        "model.pt", "generation.gif", "samples.npz")}
+
+
+def test_main_writes_the_contract(tiny_run):
+    out, m, _ = tiny_run
     assert m["monitor_steps"] == [2, 4] and all(sum(c) == 20 for c in m["monitor_counts"])
     for key in ("d_acc_real_final", "d_acc_fake_final", "d_acc_real_first", "d_acc_fake_first"):
         assert 0 <= m[key] <= 1
@@ -287,37 +371,46 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert not (out / "interpolation.png").exists()  # experiments/05_walks.py draws walks
     assert check_gif(out / "generation.gif") >= 2  # one frame per check
     snaps = torch.load(out / "model.pt", weights_only=True)["extra"]["history"]["snapshots"]
-    assert len(snaps) == 2 and snaps[0].shape == (gan.GIF_IMAGES, 28, 28)
-    # --load into the same folder: the checkpoint stays byte-identical, and the samples, the
-    # training time, the figures and the GIF come back from it.
-    model_bytes, gif_bytes = (out / "model.pt").read_bytes(), (out / "generation.gif").read_bytes()
-    x = np.load(out / "samples.npz")["x"]
+    assert len(snaps) == 2 and snaps[0].shape == (gan.GIF_IMAGES, 1, 28, 28)
+
+
+def test_load_into_the_same_folder_brings_everything_back(tiny_run):
+    # The checkpoint stays byte-identical, and the samples, the training time, the figures
+    # and the GIF come back from it; the checkpoint's sizes win over the flags'.
+    out, m, first = tiny_run
     gan.main(["--load", str(out / "model.pt"), "--samples", "16", "--width", "8", "--out",
               str(out)])
-    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert (out / "model.pt").read_bytes() == first["model.pt"], "--load rewrote what it loaded"
     m2 = check_outputs(out, 16)
-    assert np.array_equal(np.load(out / "samples.npz")["x"], x)
+    assert np.array_equal(np.load(out / "samples.npz")["x"],
+                          np.load(io.BytesIO(first["samples.npz"]))["x"])
     assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["width"] == 4
     assert (out / "modes.png").exists() and m2["monitor_counts"] == m["monitor_counts"]
-    assert (out / "generation.gif").read_bytes() == gif_bytes
-    # --keep 1 shows every drawn digit, in order, and reports no unfiltered figures.
+    assert (out / "generation.gif").read_bytes() == first["generation.gif"]
+
+
+def test_keep_1_shows_every_drawn_digit_unfiltered(tiny_run, tmp_path):
     whole = tmp_path / "keep_all"
-    gan.main(["--load", str(out / "model.pt"), "--samples", "16", "--keep", "1", "--no-gif",
-              "--out", str(whole)])
+    gan.main(["--load", str(tiny_run[0] / "model.pt"), "--samples", "16", "--keep", "1",
+              "--no-gif", "--out", str(whole)])
     m3 = check_outputs(whole, 16)
     assert m3["drawn"] == 16 and "unfiltered_fd" not in m3
     assert not (whole / "generation.gif").exists()
 
 
-def test_walks_experiment(tmp_path):
+def test_walks_experiment(tiny_run, tmp_path, capsys):
     out = tmp_path / "walks"
-    walks.main(TINY + ["--out", str(out)])
+    walks.main(["--load", str(tiny_run[0] / "model.pt"), "--samples", "16", "--out", str(out)])
     m = strict_json(out / "metrics.json")
     for where in ("ends", "line", "circle"):
         for key in ("norm", "fd", "confidence", "n"):
             assert isinstance(m[f"{where}_{key}"], (int, float)), f"{where}_{key}"
     assert m["line_norm"] < m["circle_norm"]  # the straight line's middle is nearer the origin
     assert (out / "walks.png").read_bytes()[:4] == b"\x89PNG"
+    # It offers only the flags it reads: it keeps no share and writes no GIF.
+    for flag in ("--keep", "--no-gif"):
+        one_line_error(walks.main, [flag, "1"] if flag == "--keep" else [flag], capsys,
+                       "unrecognized")
 
 
 def test_slerp_ends_and_keeps_the_norm():

@@ -1,6 +1,8 @@
-"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, the walk, the contract, data
-smaller than a batch; and experiments/06_latent_map.py and 06_interpolation.py."""
+"""Tests for 06_vae.py: the ELBO's parts, the reparameterisation, the training step, the walk,
+the contract (one tiny run shared), data smaller than a batch, the lesson copied out alone on
+other shapes; and experiments/06_latent_map.py and 06_interpolation.py."""
 import importlib
+import io
 import math
 import sys
 from pathlib import Path
@@ -20,6 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 latent_map = importlib.import_module("06_latent_map")
 interpolation = importlib.import_module("06_interpolation")
 CPU = torch.device("cpu")
+# What a student copies (tests/test_repository.py runs travel on it alone), and the rest.
+LESSON = ["IMAGE_SHAPE", "Encoder", "Decoder", "EncoderDecoder", "reparameterise",
+          "bernoulli_log_likelihood", "kl_to_standard_normal", "vae_terms", "vae_loss", "ae_loss",
+          "build", "train_step", "sample_prior", "prior_loop"]
+DRIVER = ["SCRIPT", "Config", "LOSSES", "train", "held_out_elbo", "ae_reconstruction_nats",
+          "code_second_moments", "held_out", "decode_path", "judged", "save_pictures", "LINES",
+          "main"]
+
+
+def travel(m):
+    """The lesson alone: one VAE training step with Adam (and one of the autoencoder) and two
+    images from the prior, on colour 3x32x32 images and on MNIST's 1x28x28."""
+    for shape in [(3, 32, 32), (1, 28, 28)]:
+        torch.manual_seed(0)
+        pair = m.build(4, 16, shape)
+        x = torch.rand(5, *shape)
+        for name, loss_fn in (("vae", m.vae_loss), ("ae", m.ae_loss)):
+            opt = torch.optim.Adam(pair[name].parameters(), lr=1e-3)
+            parts = m.train_step(pair[name], opt, x, loss_fn)
+            assert math.isfinite(parts["loss"]) and parts["rec"] > 0
+        assert parts.keys() == {"loss", "rec"} and m.train_step(  # the VAE's -ELBO by default
+            pair["vae"], torch.optim.Adam(pair["vae"].parameters()), x)["kl"] >= 0
+        images = m.sample_prior(pair["vae"], 2, torch.Generator().manual_seed(0))
+        assert images.shape == (2, *shape) and 0 <= images.min() <= images.max() <= 1
 
 
 def small_model(seed=0, latent_dim=3, hidden=16):
@@ -154,10 +180,43 @@ def test_shapes():
     mu, logvar = model.encoder(x)
     assert mu.shape == logvar.shape == (7, 5)
     assert model.decoder(mu).shape == (7, 1, 28, 28)
-    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), CPU, chunk=4)
+    imgs = vae.sample_prior(model, 11, torch.Generator().manual_seed(0), chunk=4)
     assert imgs.shape == (11, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
     pair = vae.build(3, 16)
     assert set(pair) == {"vae", "ae"} and pair["vae"].latent_dim == pair["ae"].latent_dim == 3
+
+
+def test_the_models_take_any_image_shape_and_refuse_what_is_not_one():
+    # Fully connected: any channels, height and width; the shape is kept for the sampler.
+    for shape in [(3, 32, 32), (1, 16, 12), (2, 5, 7)]:
+        model = vae.EncoderDecoder(3, 16, shape)
+        mu, logvar = model.encoder(torch.rand(4, *shape))
+        assert mu.shape == logvar.shape == (4, 3) and model.decoder(mu).shape == (4, *shape)
+        assert model.image_shape == shape and vae.build(3, 16, shape)["ae"].image_shape == shape
+    for bad in [(28, 28), (1, 0, 28), (3, 32, 32, 1)]:
+        with pytest.raises(ValueError, match="channels, height, width"):
+            vae.EncoderDecoder(3, 16, bad)
+
+
+def test_train_step_is_one_optimizer_step_on_the_loss_it_is_given():
+    # The default is the VAE's -ELBO: with the same noise the step moves the weights exactly
+    # as one SGD step on vae_loss computed here; with ae_loss, on the reconstruction alone.
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for loss_fn in (None, vae.ae_loss):
+        a, b = small_model(), small_model()
+        torch.manual_seed(1)
+        parts = vae.train_step(a, torch.optim.SGD(a.parameters(), lr=0.1), x,
+                               *([loss_fn] if loss_fn else []))
+        torch.manual_seed(1)
+        loss, want = (loss_fn or vae.vae_loss)(b, x)
+        loss.backward()
+        with torch.no_grad():
+            for p in b.parameters():
+                p -= 0.1 * p.grad
+        assert parts == {"loss": pytest.approx(loss.item()), **want}
+        assert ("kl" in parts) == (loss_fn is None)
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_prior_loop_is_closed_smooth_and_distributed_as_the_prior():
@@ -174,8 +233,8 @@ def test_prior_loop_is_closed_smooth_and_distributed_as_the_prior():
     assert back.mean() == pytest.approx(steps.mean().item(), rel=0.05)
     small = vae.EncoderDecoder(3, 16)
     pictures = vae.decode_path(small, z[:, :4], CPU)
-    assert pictures.shape == (frames, 4, 28, 28)
-    assert torch.allclose(pictures[5, 2], small.decode_mean(z[5, 2:3])[0, 0])
+    assert pictures.shape == (frames, 4, 1, 28, 28)
+    assert torch.allclose(pictures[5, 2], small.decode_mean(z[5, 2:3])[0])
 
 
 def test_training_is_seeded_and_deterministic(data):
@@ -213,10 +272,18 @@ def test_the_two_models_see_the_same_batches_and_differ_only_by_the_loss(data):
 TINY = ["--steps", "3", "--samples", "24", "--hidden", "32", "--batch-size", "16"]
 
 
-def test_main_writes_the_contract_and_loads_back(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny trained run, shared by the checks of what it wrote and what --load does: its
+    folder, its metrics, and the bytes of its checkpoint and samples as first written."""
+    out = tmp_path_factory.mktemp("vae") / "run"
     vae.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 24)
+    return out, check_outputs(out, 24), {name: (out / name).read_bytes() for name in (
+        "model.pt", "samples.npz")}
+
+
+def test_main_writes_the_contract(tiny_run):
+    out, m, _ = tiny_run
     for key in ("neg_elbo_held", "rec_nats_held", "kl_nats_held", "ae_fd", "ae_fd_ratio",
                 "ae_confidence", "ae_rec_nats_held"):
         assert key in m and math.isfinite(m[key]), key
@@ -227,16 +294,18 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert (out / "vae_vs_ae.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "latent_map.png").exists() and not (out / "interpolation.png").exists()
     assert check_gif(out / "generation.gif") >= 2
-    first = np.load(out / "samples.npz")["x"]
-    model_bytes = (out / "model.pt").read_bytes()
 
-    # Loading into the same folder: the checkpoint stays byte for byte, the model samples
-    # what the trained one did, and the training time it recorded survives.
+
+def test_load_into_the_same_folder_brings_everything_back(tiny_run):
+    # The checkpoint stays byte for byte, the model samples what the trained one did, and the
+    # training time it recorded survives.
+    out, m, first = tiny_run
     vae.main(["--load", str(out / "model.pt"), "--samples", "24", "--out", str(out), "--no-gif"])
-    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert (out / "model.pt").read_bytes() == first["model.pt"], "--load rewrote what it loaded"
     assert not (out / "generation.gif").exists()
     m2 = check_outputs(out, 24)
-    assert np.array_equal(np.load(out / "samples.npz")["x"], first)
+    assert np.array_equal(np.load(out / "samples.npz")["x"],
+                          np.load(io.BytesIO(first["samples.npz"]))["x"])
     assert m2["train_seconds"] == m["train_seconds"]
     assert m2["neg_elbo_held"] == pytest.approx(m["neg_elbo_held"])
     assert m2["ae_fd"] == pytest.approx(m["ae_fd"])
@@ -294,7 +363,7 @@ def test_latent_map_trains_06s_model_at_two_dimensions_for_its_steps(tmp_path):
     assert state["vae.encoder.net.5.weight"].shape[0] == 4  # mu and log sigma^2 of 2 dims
 
 
-def test_interpolation_decodes_the_line_between_codes(tmp_path):
+def test_interpolation_decodes_the_line_between_codes(tiny_run, tmp_path, capsys):
     model = small_model(latent_dim=4)
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     mu = model.encoder(x)[0]
@@ -303,10 +372,13 @@ def test_interpolation_decodes_the_line_between_codes(tmp_path):
     middle = interpolation.decode_between(model, x[:3], x[2:], 0.5, CPU)
     assert torch.allclose(middle, model.decode_mean((mu[:3] + mu[2:]) / 2), atol=1e-6)
     out = tmp_path / "interpolation"
-    interpolation.main(TINY[:2] + ["--samples", "12", "--hidden", "16", "--batch-size", "16",
-                                   "--out", str(out)])
+    interpolation.main(["--load", str(tiny_run[0] / "model.pt"), "--samples", "12", "--out",
+                        str(out)])
     m = strict_json(out / "metrics.json")
     for name in ("vae", "ae"):
         for where in ("end", "middle"):
             assert m[f"{name}_{where}_n"] == 12 and math.isfinite(m[f"{name}_{where}_fd"])
     assert (out / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
+    # Both experiments offer only the flags they read: neither writes a GIF.
+    for experiment in (interpolation, latent_map):
+        one_line_error(experiment.main, ["--no-gif"], capsys, "unrecognized")
