@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import sys
 
-# Ctrl-C while torch loads prints one line, not a traceback (then run_main() takes over).
-sys.excepthook = lambda kind, value, tb: print(
-    "interrupted while starting up; nothing was written", file=sys.stderr) \
+# Ctrl-C outside run_main() (while torch loads, say) prints run_main's one line, not a traceback.
+sys.excepthook = lambda kind, value, tb: print(_interrupted(), file=sys.stderr) \
     if issubclass(kind, KeyboardInterrupt) else sys.__excepthook__(kind, value, tb)
 
 import argparse  # noqa: E402
@@ -69,6 +68,12 @@ def in_notebook() -> bool:
 
 _finished: list[Path] = []  # run folders this process has finished writing
 
+
+def _interrupted() -> str:
+    """What an interrupt leaves, whenever it comes: a run's files appear only when finished."""
+    return f"interrupted; the run's files were already saved in {_finished[-1]}" if _finished \
+        else "interrupted; nothing was saved (a run saves only when finished)"
+
 def run_main(main, argv=None) -> int:
     """Run main(argv): a UserError, a failed write, Ctrl-C or SIGTERM becomes one line and an
     exit code. A terminal exits with the code; a notebook gets it back and goes on."""
@@ -86,8 +91,7 @@ def run_main(main, argv=None) -> int:
         where = f": {e.filename}" if e.filename else ""
         code, line = 2, f"error: {e.strerror or e}{where}; the output folder was left as it was"
     except KeyboardInterrupt:
-        code, line = 130, f"interrupted; the run's files were already saved in {_finished[-1]}" \
-            if _finished else "interrupted; nothing was saved (a run saves only when finished)"
+        code, line = 130, _interrupted()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -98,28 +102,33 @@ def run_main(main, argv=None) -> int:
     return code
 
 # %% 3. Data
-# float32 images (N, 1, 28, 28) in [0, 1], int64 labels (N,); held-out ones are never trained on
-Data = collections.namedtuple("Data", "name x_train y_train x_held y_held")
+# float32 images (N, C, H, W) in [0, 1], C = 1 (grey) or 3 (colour), int64 labels (N,) in
+# 0..classes-1 (all 0 where the file has none); held-out ones are never trained on
+Data = collections.namedtuple("Data", "name x_train y_train x_held y_held classes", defaults=(10,))
 
 MIN_IMAGES = 100  # the judge learns from four fifths and measures on the rest: 80 and 20
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """x uint8 (N, 28, 28) and y int64 labels 0-9 from an .npz, every flaw one clear line."""
+    """x uint8 (N, H, W) or (N, H, W, 3) and y int64 labels 0..K-1, K >= 2 (optional: without
+    'y' every label is 0) from an .npz, every flaw one clear line."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            x, y = f["x"], f["y"]
-    except Exception as e:  # not a zip, not an .npz, no 'x' or no 'y'
-        raise UserError(f"{path}: not an .npz file with arrays 'x' and 'y' "
+            x = f["x"]
+            y = f["y"] if "y" in f.files else np.zeros(len(x), np.int64)
+    except Exception as e:  # not a zip, not an .npz, no 'x'
+        raise UserError(f"{path}: not an .npz file with an array 'x' "
                         f"({type(e).__name__}: {e})") from None
+    shape = x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)
     labels = np.issubdtype(y.dtype, np.integer) and y.shape == (len(x),) and len(y) > 0
-    if not (x.ndim == 3 and x.shape[1:] == (28, 28) and x.dtype == np.uint8 and labels
-            and len(x) >= MIN_IMAGES and y.min() >= 0 and y.max() <= 9):
-        raise UserError(f"{path}: need 'x' uint8 (N, 28, 28) with N >= {MIN_IMAGES} and 'y' "
-                        f"integer labels 0-9 (N,); found x {x.dtype} {x.shape}, y {y.dtype} "
-                        f"{y.shape}" + (f" {y.min()}..{y.max()}" if labels else ""))
+    if not (shape and x.dtype == np.uint8 and labels and len(x) >= MIN_IMAGES and y.min() >= 0
+            and len(np.unique(y)) == y.max() + 1):  # every label of 0..K-1 has its images
+        raise UserError(f"{path}: need 'x' uint8 (N, H, W) or (N, H, W, 3) with N >= "
+                        f"{MIN_IMAGES}, and 'y', if any, integer labels 0..K-1 (N,), each one "
+                        f"used; found x {x.dtype} {x.shape}, y {y.dtype} {y.shape}"
+                        + (f" {y.min()}..{y.max()}, {len(np.unique(y))} used" if labels else ""))
     return x, y.astype(np.int64)
 
 def split_indices(y: np.ndarray, held_fraction: float = 0.2, seed: int = 1234):
@@ -153,9 +162,12 @@ def load_data(name: str = "mnist5k") -> Data:
         train, held = split_indices(y)
     else:
         raise UserError(f"unknown data '{name}'; use mnist5k, mnist, or a path to an .npz file")
-    images = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    images = torch.from_numpy(x.astype(np.float32) / 255.0)
+    # (N, H, W) -> (N, 1, H, W); (N, H, W, 3) -> (N, 3, H, W), as convolutions take them
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(y)
-    return Data(Path(name).stem, images[train], y[train], images[held], y[held])
+    return Data(Path(name).stem, images[train], y[train], images[held], y[held],
+                int(y.max()) + 1)
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator):
     """Endless shuffled batches, each pass a new order; one larger than the data shrinks."""
@@ -236,7 +248,9 @@ def run_folder(cfg, script: str):
     final = Path(cfg.out) if cfg.out else Path("runs") / script
     if final.exists() and not final.is_dir():
         raise UserError(f"--out {final} is a file; pass a folder")
-    new, staging = not final.exists(), None
+    new, top = not final.exists(), final
+    while not top.parent.exists():  # the highest folder this run creates (--out a/b: a)
+        top = top.parent
     try:
         final.mkdir(parents=True, exist_ok=True)
         fd = os.open(final / ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # left there: harmless
@@ -259,11 +273,11 @@ def run_folder(cfg, script: str):
         _move_in(final)
         _finished.append(final)
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        for half in final.glob(".unfinished-*"):  # ours (we hold the lock), even half-made
+            shutil.rmtree(half, ignore_errors=True)
         os.close(fd)
         if new and [p.name for p in final.iterdir()] == [".lock"]:
-            shutil.rmtree(final)  # a failed first run leaves no empty folder behind
+            shutil.rmtree(top)  # a failed first run leaves no folder of its own behind
 
 def _move_in(final: Path) -> None:
     manifest = final / ".files"  # the names the last finished run wrote
@@ -281,7 +295,8 @@ def _move_in(final: Path) -> None:
 
 # %% 6. Samples, metrics and checkpoints; train or load
 def save_samples(out: Path, x, y=None) -> None:
-    """samples.npz: x float32 (N, 28, 28) in [0, 1]; y int64 labels where samples were asked for."""
+    """samples.npz: x float32 (N, H, W), or (N, H, W, 3) in colour, in [0, 1]; y int64 labels
+    where the samples were asked for a class."""
     arrays = {"x": as_images(x)} if y is None else {"x": as_images(x), "y": np.int64(y)}
     np.savez_compressed(Path(out) / "samples.npz", **arrays)
 
@@ -368,42 +383,49 @@ def format_seconds(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 def as_images(x) -> np.ndarray:
-    """(N, [1,] H, W) -> float32 (N, H, W) in [0, 1]; NaN or infinity (divergence) refused."""
+    """(N, 1, H, W) or (N, H, W) -> float32 (N, H, W) in [0, 1]; (N, 3, H, W) or (N, H, W, 3)
+    -> (N, H, W, 3). NaN or infinity (divergence) refused."""
     x = np.asarray(x.detach().float().cpu() if isinstance(x, torch.Tensor) else x, np.float32)
     if not np.isfinite(x).all():
         raise UserError("the samples hold NaN or infinite values: the model diverged "
                         "(try a smaller --lr); nothing was saved")
-    return np.clip(x[:, 0] if x.ndim == 4 else x, 0.0, 1.0)
+    if x.ndim == 4 and x.shape[1] in (1, 3):  # channels first, as the models make them
+        x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+    return np.clip(x, 0.0, 1.0)
 
 def tile(x, ncol: int, gap: int = 2) -> np.ndarray:
-    """Images (N, H, W) -> one (rows*(H+gap)-gap, ncol*(W+gap)-gap) picture, thin grey gaps."""
+    """Images -> one (rows*(H+gap)-gap, ncol*(W+gap)-gap[, 3]) picture, thin grey gaps."""
     imgs = as_images(x)
-    n, h, w = imgs.shape
-    canvas = np.full((max(1, math.ceil(n / ncol)) * (h + gap) - gap, ncol * (w + gap) - gap),
-                     0.15, dtype=np.float32)
+    n, h, w = imgs.shape[:3]
+    canvas = np.full((max(1, math.ceil(n / ncol)) * (h + gap) - gap, ncol * (w + gap) - gap,
+                      *imgs.shape[3:]), 0.15 if imgs.ndim == 3 else 0.85, dtype=np.float32)
     for i, img in enumerate(imgs):
         r, c = divmod(i, ncol)
         canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
     return canvas
 
 def show(path) -> Path:
-    """In a notebook, show a saved picture or GIF below the cell; elsewhere, nothing."""
+    """In a notebook, show a saved picture or GIF below the cell; elsewhere, or without
+    IPython (pip install -r requirements-notebook.txt), nothing: it is saved all the same."""
     if in_notebook():
-        from IPython.display import Image, display
+        try:
+            from IPython.display import Image, display
+        except ImportError:
+            return Path(path)
         display(Image(filename=str(path)))
     return Path(path)
 
 def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
                 titles=None, fps: float = 4, hold_s: float = 1.5) -> Path:
-    """Images (N, [1,] H, W) in [0, 1], ink dark on white like ink on paper, `ncol` to a row,
-    each row labelled by `labels`: a PNG titled `titles`. A list of such image sets makes an
-    animated GIF, each frame with its title, the last held `hold_s` seconds."""
+    """Images (N, [C,] H, W) in [0, 1], grey ink dark on white like ink on paper (colour as it
+    is), `ncol` to a row, each row labelled by `labels`: a PNG titled `titles`. A list of such
+    image sets makes an animated GIF, each frame with its title, the last held `hold_s` s."""
     from matplotlib.animation import PillowWriter
     from matplotlib.figure import Figure
 
     canvases = [tile(f, ncol) for f in (frames if isinstance(frames, list) else [frames])]
     titles = [titles or ""] if isinstance(titles, str) or titles is None else titles
-    h, w = canvases[0].shape
+    h, w = canvases[0].shape[:2]
     left = 0.1 + 0.06 * max((len(part) for label in labels or [] for part in label.split("\n")),
                             default=0)  # inches for the row labels: 0.06 per character
     fig = Figure(figsize=(w / 50 + left, h / 50 + 0.3))  # two points per pixel
@@ -427,7 +449,13 @@ def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
 
 # %% 8. Scoring and the summary
 def load_judge(data: Data):
-    """judge.py's judge for this data; without judge.py, None and one line (the run goes on)."""
+    """judge.py's judge for this data; None and one line (the run goes on) without judge.py or
+    for data it was not made for: it knows 28x28 grey digits in 10 classes."""
+    shape = tuple(data.x_train.shape[1:])
+    if shape != (1, 28, 28) or data.classes != 10:
+        print(f"not scored: the judge knows 28x28 grey digits in 10 classes; these are "
+              f"{'x'.join(map(str, shape))} images, {data.classes} label(s)")
+        return None
     try:
         import judge
     except ImportError:

@@ -41,7 +41,7 @@ def test_bundled_set_shapes_and_split_sizes(data):
 def test_bundled_split_is_fixed_whatever_the_run_seed(data):
     common.seed_everything(12345)
     again = common.load_data("mnist5k")
-    for a, b in zip(data[1:], again[1:]):
+    for a, b in zip(data[1:5], again[1:5]):  # the images and labels
         assert torch.equal(a, b)
 
 
@@ -67,6 +67,16 @@ def test_split_indices_stratified_disjoint_complete(labels, frac):
     assert np.array_equal(tr, tr2) and np.array_equal(he, he2)
 
 
+def test_the_held_out_fifth_of_each_class_is_drawn_from_all_of_it():
+    """Files are often sorted (the bundled one is, by class, and each class by writer): the
+    held-out part must come from all over each class, not from its first images."""
+    y = np.repeat(np.arange(10), 500)
+    tr, he = common.split_indices(y)
+    for c in range(10):
+        rank = np.flatnonzero(y == c).searchsorted(he[y[he] == c]) / 500  # position, 0 to 1
+        assert 0.4 < rank.mean() < 0.6 and rank.min() < 0.1 and rank.max() > 0.9, c
+
+
 # %% Data: a user's .npz, full MNIST, and every kind of bad input
 def _digits(n=120):
     x, y = common.load_npz(BUNDLED)
@@ -82,6 +92,31 @@ def test_user_npz_loads_and_splits(tmp_path):
     tr, he = common.split_indices(y.astype(np.int64))  # the same seeded rule as the bundled set
     assert torch.equal(d.x_train, torch.from_numpy(x[tr].astype(np.float32) / 255).unsqueeze(1))
     assert torch.equal(d.y_held, torch.from_numpy(y[he].astype(np.int64)))
+
+
+@pytest.mark.parametrize("shape, labels", [((120, 32, 32, 3), 4), ((120, 16, 16), 2),
+                                           ((120, 20, 24), None)])
+def test_colour_and_other_sizes_load_channels_first_with_their_labels(shape, labels, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    arrays = {"x": x} if labels is None else {"x": x, "y": np.arange(120) % labels}
+    np.savez(tmp_path / "mine.npz", **arrays)
+    d = common.load_data(str(tmp_path / "mine.npz"))
+    channels = 3 if len(shape) == 4 else 1
+    assert d.x_train.shape[1:] == (channels, *shape[1:3]) and d.classes == (labels or 1)
+    train = common.split_indices(np.arange(120) % (labels or 1))[0]
+    back = common.as_images(d.x_train)  # as the file had them: channels last again
+    assert back.shape == (len(train), *shape[1:]) and np.allclose(back, x[train] / 255.0)
+
+
+def test_the_judge_scores_only_28x28_grey_digits_in_ten_classes(capsys):
+    for x, classes in ((torch.zeros(8, 3, 32, 32), 4), (torch.zeros(8, 1, 16, 16), 10),
+                       (torch.zeros(8, 1, 28, 28), 3)):
+        d = common.Data("mine", x, torch.zeros(8, dtype=torch.int64), x, x[:, 0, 0, 0].long(),
+                        classes)
+        assert common.load_judge(d) is None
+        line = capsys.readouterr().out.strip()
+        assert line.startswith("not scored") and "\n" not in line and f"{classes} label" in line
 
 
 def test_full_mnist_is_the_cached_file_with_its_test_digits_held_out(tmp_path, monkeypatch,
@@ -100,14 +135,15 @@ def test_full_mnist_is_the_cached_file_with_its_test_digits_held_out(tmp_path, m
 def _bad_inputs():
     x, y = _digits(120)
     return {
-        "wrong shape": (dict(x=x[:, :, :27], y=y), "(120, 28, 27)"),
+        "wrong shape": (dict(x=np.stack([x, x], -1), y=y), "(120, 28, 28, 2)"),
         "flat images": (dict(x=x.reshape(120, -1), y=y), "(120, 784)"),
         "wrong dtype": (dict(x=x.astype(np.float32), y=y), "x float32"),
-        "label too big": (dict(x=x, y=np.where(np.arange(120) == 3, 10, y)), "0..10"),
+        "a label unused": (dict(x=x, y=np.where(np.arange(120) % 10 == 3, 10, np.arange(120) % 10)),
+                           "0..10, 10 used"),
         "negative label": (dict(x=x, y=np.where(np.arange(120) == 3, -1, y.astype(np.int64))),
                            " -1.."),
         "float labels": (dict(x=x, y=y.astype(np.float32)), "y float32"),
-        "missing y": (dict(x=x), "y is not a file"),
+        "no label 0": (dict(x=x, y=np.ones_like(y)), "1..1, 1 used"),
         "missing x": (dict(y=y), "x is not a file"),
         "too few images": (dict(x=x[:20], y=y[:20]), "(20, 28, 28)"),
         "length mismatch": (dict(x=x, y=y[:40]), "(40,)"),
@@ -356,7 +392,32 @@ def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path, fail):
 def test_a_failed_first_run_leaves_no_empty_folder(tmp_path):
     with pytest.raises(common.UserError):
         _run(tmp_path / "new" / "run", {"metrics.json": "1"}, common.UserError("bad"))
-    assert not (tmp_path / "new" / "run").exists()
+    assert not (tmp_path / "new").exists()  # nor the new folder above it
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(common.UserError):
+        _run(tmp_path / "mine" / "run", {"metrics.json": "1"}, common.UserError("bad"))
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "run").exists()
+
+
+def test_an_interrupt_as_the_run_folder_is_made_leaves_nothing_half_made(tmp_path, monkeypatch):
+    real = common.tempfile.mkdtemp
+
+    def made_then_interrupted(**kwargs):
+        real(**kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(common.tempfile, "mkdtemp", made_then_interrupted)
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, {"metrics.json": "1"})
+    assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_the_interrupt_line_says_what_is_there(monkeypatch):
+    monkeypatch.setattr(common, "_finished", [])
+    assert "nothing was saved" in common._interrupted()
+    monkeypatch.setattr(common, "_finished", [Path("runs/03_ddpm")])
+    assert "already saved in runs/03_ddpm" in common._interrupted()
 
 
 def test_a_run_killed_while_moving_its_files_in_is_completed_by_the_next(tmp_path):
@@ -571,6 +632,24 @@ def test_pictures_show_inline_in_a_notebook(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ipykernel", type(sys)("ipykernel"))
     common.save_images(tmp_path / "b.png", torch.rand(4, 28, 28))
     assert shown == [("image", str(tmp_path / "b.png"))]
+    monkeypatch.setitem(sys.modules, "IPython.display", None)  # a notebook without IPython
+    common.save_images(tmp_path / "c.png", torch.rand(4, 3, 32, 32))
+    assert (tmp_path / "c.png").is_file() and len(shown) == 1  # saved all the same
+
+
+def test_colour_pictures_keep_their_colour(tmp_path):
+    from PIL import Image
+
+    x = torch.zeros(4, 3, 8, 8)
+    x[:, 0] = 1.0  # pure red
+    canvas = common.tile(x, 2)
+    assert canvas.shape == (18, 18, 3) and (canvas[0, 0] == [1, 0, 0]).all()
+    common.save_images(tmp_path / "red.png", x, 2)
+    rgb = np.asarray(Image.open(tmp_path / "red.png").convert("RGB")).reshape(-1, 3)
+    assert ((rgb[:, 0] > 200) & (rgb[:, 1] < 60) & (rgb[:, 2] < 60)).mean() > 0.3
+    common.save_samples(tmp_path, x)
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["x"].shape == (4, 8, 8, 3)
 
 
 def test_the_summary_says_where_the_files_are_and_what_each_figure_means(judge, data, capsys,

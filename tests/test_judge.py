@@ -221,3 +221,15 @@ def test_a_chapter_without_judge_py_runs_unscored(monkeypatch, capsys, data):
     assert common.load_judge(data) is None
     assert "scoring skipped" in capsys.readouterr().out
     one_line_error(lambda argv: common.load_npz("absent.npz"), [], capsys, "not found")
+
+
+def test_the_classifier_score_is_exp_of_the_mean_kl_over_a_varied_set():
+    """exp(E[KL(p(y|x) || p(y))]): a set whose images differ in how sure the judge is (here
+    peaked and flat rows), where the mean of exp(KL) would differ."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(60, 10, generator=gen) * torch.linspace(0, 6, 60)[:, None],
+                          1).numpy()
+    marginal = probs.mean(0)
+    kl = (probs * (np.log(probs) - np.log(marginal))).sum(1)
+    assert np.isclose(jm.classifier_score(probs), np.exp(kl.mean()), rtol=1e-4)
+    assert not np.isclose(np.exp(kl.mean()), np.exp(kl).mean(), rtol=0.05)  # the set can tell

@@ -57,7 +57,7 @@ def test_every_file_keeps_to_its_budget():
         limit = 480 if script[:2] in ("07", "08", "09") else 400
         if lines > limit or flags > 10:
             over.append(f"{script}: {lines} lines (at most {limit}), {flags} flags (at most 10)")
-    for name, limit in (("common.py", 450), ("judge.py", 250)):
+    for name, limit in (("common.py", 480), ("judge.py", 250)):
         lines = len((ROOT / name).read_text().splitlines())
         if lines > limit:
             over.append(f"{name}: {lines} lines (at most {limit})")
