@@ -188,17 +188,25 @@ def test_a_chapter_runs_cell_by_cell_as_a_notebook_kernel_runs_it(script, tmp_pa
     assert code == 2  # a mistake is one line and a code, and the kernel goes on
 
 
+NOTEBOOK_EXTRAS = "pip install -r requirements-notebook.txt"
+
+
+@pytest.mark.notebook
 def test_a_chapter_executes_as_a_real_notebook_with_pictures_inline(tmp_path):
-    nbclient = pytest.importorskip("nbclient", reason="pip install -r requirements-notebook.txt")
-    nbformat = pytest.importorskip("nbformat")
-    pytest.importorskip("ipykernel")
-    cells = _cells("03_ddpm")
-    cells[-1] = cells[-1].replace("common.run_main(main)", "common.run_main(main, "
-                                  f"{tiny('03_ddpm', 16) + ['--out', str(tmp_path / 'run')]!r})")
+    """README's way: jupytext makes the notebook, a real kernel runs its cells."""
+    for extra in ("nbclient", "nbformat", "ipykernel", "jupytext"):
+        pytest.importorskip(extra, reason=NOTEBOOK_EXTRAS)
+    import jupytext
+    import nbclient
+    import nbformat
+
+    notebook = jupytext.read(ROOT / "03_ddpm.py")
+    last = notebook.cells[-1]
+    assert "common.run_main(main)" in last.source
+    run = tiny("03_ddpm", 16) + ["--out", str(tmp_path / "run")]
+    last.source = last.source.replace("common.run_main(main)", f"common.run_main(main, {run!r})")
     path = str(ROOT).replace("\\", "/")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        f"import sys; sys.path.insert(0, {path!r})")] + [nbformat.v4.new_code_cell(c)
-                                                         for c in cells])
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {path!r})"))
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
@@ -284,6 +292,16 @@ def test_no_line_is_longer_than_100_characters():
                 if len(line) > 100:
                     long.append(f"{name}:{i} ({len(line)})")
     assert not long, long
+
+
+@pytest.mark.notebook
+def test_the_notebook_commands_readme_names_are_installed_with_the_extras():
+    section = (ROOT / "README.md").read_text().split("## In a notebook or Colab")[1]
+    commands = set(re.findall(r"^(jupytext|jupyter \w+)", section.split("\n## ")[0], re.M))
+    assert commands >= {"jupytext", "jupyter nbconvert"}, commands
+    for command in commands:
+        if not shutil.which(command.replace(" ", "-")):
+            pytest.skip(f"{command} is not installed: {NOTEBOOK_EXTRAS}")
 
 
 # %% A chapter copied out with common.py
