@@ -45,9 +45,9 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"device '{name}' is not available here; available: {', '.join(present)}")
     return torch.device(name)
 
-def autocast(device: torch.device):
+def autocast(device):
     """bf16 on CUDA (about twice the matrix speed), float32 elsewhere (bf16 is slow on CPUs)."""
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -328,21 +328,27 @@ def load_checkpoint(path, script: str) -> dict:
         raise UserError(f"{path}: written by {ckpt.get('script')}, not {script}")
     return ckpt
 
-def load_or_train(cfg, out: Path, script: str, shape: tuple, build, train):
+def load_or_train(cfg, out: Path, script: str, shape: tuple, build, train, data=None):
     """(cfg, model, extra). Without --load: build(cfg), trained by train(model) -> extra, saved
     as out/model.pt. With --load: the checkpoint, copied into out; its `shape` settings replace
-    the flags' (they define the model), so cfg comes back too."""
+    the flags' (they define the model), so cfg comes back too. A model that cannot take the
+    data is one line before training; given `data`, a checkpoint made for other images is too."""
+    dims = None if data is None else [list(data.x_train.shape[1:]), data.classes]
     if not cfg.load:
-        model = build(cfg)
+        model = _built(build, cfg)
         extra = train(model)
         buffer = io.BytesIO()  # written by Python's own files: a full disk is one OSError
-        torch.save({"script": script, "config": dataclasses.asdict(cfg),
+        torch.save({"script": script, "config": dataclasses.asdict(cfg), "dims": dims,
                     "state": model.state_dict(), "extra": extra}, buffer)
         (out / "model.pt").write_bytes(buffer.getvalue())
         return cfg, model.eval(), extra
     ckpt = load_checkpoint(cfg.load, script)
+    if None not in (dims, ckpt.get("dims")) and ckpt["dims"] != dims:
+        (c, *hw), k = ckpt["dims"]
+        raise UserError(f"{cfg.load} was trained on {c}x{hw[0]}x{hw[1]} images with {k} "
+                        f"label(s), not on --data {cfg.data}'s: pass the data it was trained on")
     cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in shape if k in ckpt["config"]})
-    model = build(cfg)
+    model = _built(build, cfg)
     try:
         model.load_state_dict(ckpt["state"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -351,6 +357,12 @@ def load_or_train(cfg, out: Path, script: str, shape: tuple, build, train):
     shutil.copyfile(cfg.load, out / "model.pt")
     print(f"loaded {cfg.load}; no training", flush=True)
     return cfg, model.eval(), ckpt["extra"]
+
+def _built(build, cfg):
+    try:  # the lessons' models say in a ValueError what shapes they take
+        return build(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 # %% 7. Progress lines and pictures
 DIVERGED = 1e6  # every loss here starts below a few thousand: beyond this, as bad as a NaN
@@ -398,7 +410,7 @@ def tile(x, ncol: int, gap: int = 2) -> np.ndarray:
     imgs = as_images(x)
     n, h, w = imgs.shape[:3]
     canvas = np.full((max(1, math.ceil(n / ncol)) * (h + gap) - gap, ncol * (w + gap) - gap,
-                      *imgs.shape[3:]), 0.15 if imgs.ndim == 3 else 0.85, dtype=np.float32)
+                      *imgs.shape[3:]), 0.15 if imgs.ndim == 3 else 0.5, dtype=np.float32)
     for i, img in enumerate(imgs):
         r, c = divmod(i, ncol)
         canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img

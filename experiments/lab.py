@@ -35,7 +35,7 @@ def parse_list(text: str, kind=int, flag_name: str = "list") -> list:
     except ValueError:
         raise common.UserError(f"--{flag_name} must be a comma-separated list of "
                                f"{kind.__name__}s, got '{text}'") from None
-    if not values or not all(math.isfinite(v) for v in values):
+    if not values or not all(math.isfinite(v) for v in values if isinstance(v, float)):
         raise common.UserError(f"--{flag_name} must be a comma-separated list of finite "
                                f"{kind.__name__}s, got '{text}'")
     return values
