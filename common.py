@@ -1,8 +1,6 @@
-"""common.py: the small, boring pieces every numbered script shares; nothing about any one model.
-1. device and seeding; 2. main() in a terminal or a notebook, every mistake one line; 3. data;
-4. flags from a Config; 5. the run folder, whose files appear complete or not at all; 6. samples,
-metrics, checkpoints; 7. progress lines and pictures; 8. scoring with judge.py, if it is there.
-"""
+"""common.py: the small, boring pieces the numbered scripts' drivers share; no lesson is here.
+1. device; 2. main(), every mistake one line; 3. data; 4. flags; 5. the run folder, complete
+or untouched; 6. samples, metrics, checkpoints; 7. progress and pictures; 8. the judge."""
 from __future__ import annotations
 
 import sys
@@ -33,23 +31,25 @@ HERE = Path(__file__).resolve().parent
 # What is computed or downloaded once (the judge, full MNIST) is kept here.
 CACHE_DIR = Path(os.environ.get("GENCOURSE_CACHE", Path.home() / ".cache" / "gencourse"))
 
+
 # %% 1. Device, autocast and seeding
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA, then Apple MPS, then the CPU; an absent device is one clear error."""
     mps = getattr(torch.backends, "mps", None)
-    present = ["cpu"] + ["cuda"] * torch.cuda.is_available() + \
-        ["mps"] * bool(mps is not None and mps.is_available())
+    present = ["cpu", *["cuda"] * torch.cuda.is_available(),
+               *["mps"] * bool(mps and mps.is_available())]
     if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if d in present))
-    if name not in present:
+        name = next(d for d in ("cuda", "mps", "cpu") if d in present)
+    elif name not in present:
         raise UserError(f"device '{name}' is not available here; available: {', '.join(present)}")
     return torch.device(name)
 
+
 def autocast(device):
     """bf16 on CUDA (about twice the matrix speed), float32 elsewhere (bf16 is slow on CPUs)."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    cuda = torch.device(device).type == "cuda"
+    return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; a seeded CPU generator (drawn there, the same anywhere)."""
@@ -58,13 +58,16 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+
 # %% 2. Running main(): one line for every mistake, in a terminal or a notebook
 class UserError(Exception):
     """A mistake in the command line, the data or a file: printed as one line."""
 
+
 def in_notebook() -> bool:
     """True inside Jupyter, Colab or VS Code's interactive window: they all run ipykernel."""
     return "ipykernel" in sys.modules
+
 
 _finished: list[Path] = []  # run folders this process has finished writing
 
@@ -74,11 +77,11 @@ def _interrupted() -> str:
     return f"interrupted; the run's files were already saved in {_finished[-1]}" if _finished \
         else "interrupted; nothing was saved (a run saves only when finished)"
 
+
 def run_main(main, argv=None) -> int:
     """Run main(argv): a UserError, a failed write, Ctrl-C or SIGTERM becomes one line and an
     exit code. A terminal exits with the code; a notebook gets it back and goes on."""
-    try:
-        # SIGTERM (what `timeout` and schedulers send) raises KeyboardInterrupt, as Ctrl-C does
+    try:  # SIGTERM (from `timeout`, schedulers) raises KeyboardInterrupt, as Ctrl-C does
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     except ValueError:  # not the main thread: leave the signals alone
         previous = None
@@ -101,48 +104,41 @@ def run_main(main, argv=None) -> int:
             raise SystemExit(code)
     return code
 
-# %% 3. Data
-# float32 images (N, C, H, W) in [0, 1], C = 1 (grey) or 3 (colour), int64 labels (N,) in
-# 0..classes-1 (all 0 where the file has none); held-out ones are never trained on
-Data = collections.namedtuple("Data", "name x_train y_train x_held y_held classes", defaults=(10,))
 
+# %% 3. Data
+# images float32 (N, C, H, W) in [0, 1], C 1 or 3; labels int64 (N,); held out: never trained on
+Data = collections.namedtuple("Data", "name x_train y_train x_held y_held classes", defaults=(10,))
 MIN_IMAGES = 100  # the judge learns from four fifths and measures on the rest: 80 and 20
 
+
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """x uint8 (N, H, W) or (N, H, W, 3) and y int64 labels 0..K-1, K >= 2 (optional: without
-    'y' every label is 0) from an .npz, every flaw one clear line."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"data file not found: {path}")
+    """x uint8 (N, H, W) or (N, H, W, 3), y int64 0..K-1 (0 without 'y'); a flaw is one line."""
+    if not Path(path).exists():  # the bundled digits live in the course's data/ folder
+        raise UserError(f"data file not found: {path}; copy data/ too, or pass --data PATH")
     try:
         with np.load(path, allow_pickle=False) as f:
-            x = f["x"]
-            y = f["y"] if "y" in f.files else np.zeros(len(x), np.int64)
+            x, y = f["x"], f["y"] if "y" in f.files else np.zeros(len(f["x"]), np.int64)
     except Exception as e:  # not a zip, not an .npz, no 'x'
-        raise UserError(f"{path}: not an .npz file with an array 'x' "
-                        f"({type(e).__name__}: {e})") from None
-    shape = x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)
+        raise UserError(f"{path}: not an .npz with an array 'x' ({e})") from None
     labels = np.issubdtype(y.dtype, np.integer) and y.shape == (len(x),) and len(y) > 0
-    if not (shape and x.dtype == np.uint8 and labels and len(x) >= MIN_IMAGES and y.min() >= 0
-            and len(np.unique(y)) == y.max() + 1):  # every label of 0..K-1 has its images
-        raise UserError(f"{path}: need 'x' uint8 (N, H, W) or (N, H, W, 3) with N >= "
-                        f"{MIN_IMAGES}, and 'y', if any, integer labels 0..K-1 (N,), each one "
-                        f"used; found x {x.dtype} {x.shape}, y {y.dtype} {y.shape}"
+    if not ((x.ndim == 3 or x.ndim == 4 and x.shape[3] == 3) and x.dtype == np.uint8 and labels
+            and len(x) >= MIN_IMAGES and len(np.unique(y)) == y.max() + 1 and y.min() == 0):
+        raise UserError(f"{path}: need 'x' uint8 (N, H, W) or (N, H, W, 3), N >= {MIN_IMAGES}, "
+                        "and 'y', if any, integer labels 0..K-1 (N,), each one used; found x "
+                        f"{x.dtype} {x.shape}, y {y.dtype} {y.shape}"
                         + (f" {y.min()}..{y.max()}, {len(np.unique(y))} used" if labels else ""))
     return x, y.astype(np.int64)
 
+
 def split_indices(y: np.ndarray, held_fraction: float = 0.2, seed: int = 1234):
-    """(train, held) indices: a fixed, class-stratified split, the same on every run (its
-    seed is fixed on purpose: the run's --seed must not move images between the parts)."""
+    """(train, held) indices, stratified by class, by a fixed seed: --seed never moves images."""
     rng = np.random.default_rng(seed)
-    train, held = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_held = int(round(len(idx) * held_fraction))
-        held.append(idx[:n_held])
-        train.append(idx[n_held:])
+    parts = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    n = [int(round(len(idx) * held_fraction)) for idx in parts]
     # Shuffled across classes, so that "the first N held-out images" is a fair sample.
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(held))
+    return (rng.permutation(np.concatenate([i[k:] for i, k in zip(parts, n)])),
+            rng.permutation(np.concatenate([i[:k] for i, k in zip(parts, n)])))
+
 
 def load_data(name: str = "mnist5k") -> Data:
     """`mnist5k` (the bundled data/mnist_5k.npz), `mnist` (the full 70,000, fetched once by
@@ -154,20 +150,16 @@ def load_data(name: str = "mnist5k") -> Data:
         x, y = load_npz(CACHE_DIR / "mnist.npz")  # the last 10,000 are MNIST's test digits
         train, held = np.arange(len(x) - 10000), np.arange(len(x) - 10000, len(x))
     elif name == "mnist5k" or name.endswith(".npz") or os.sep in name:
-        path = HERE / "data" / "mnist_5k.npz" if name == "mnist5k" else Path(name)
-        if name == "mnist5k" and not path.exists():
-            raise UserError(f"the bundled digits data/mnist_5k.npz are not in {HERE}: copy the "
-                            "course's data/ folder there, or pass --data PATH.npz")
-        x, y = load_npz(path)
+        x, y = load_npz(HERE / "data" / "mnist_5k.npz" if name == "mnist5k" else Path(name))
         train, held = split_indices(y)
     else:
         raise UserError(f"unknown data '{name}'; use mnist5k, mnist, or a path to an .npz file")
-    images = torch.from_numpy(x.astype(np.float32) / 255.0)
     # (N, H, W) -> (N, 1, H, W); (N, H, W, 3) -> (N, 3, H, W), as convolutions take them
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy((x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2))
+                              .astype(np.float32, order="C") / 255.0)
     y = torch.from_numpy(y)
-    return Data(Path(name).stem, images[train], y[train], images[held], y[held],
-                int(y.max()) + 1)
+    return Data(Path(name).stem, images[train], y[train], images[held], y[held], int(y.max()) + 1)
+
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator):
     """Endless shuffled batches, each pass a new order; one larger than the data shrinks."""
@@ -180,10 +172,12 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Genera
         for i in range(0, len(x) - batch_size + 1, batch_size):
             yield x[order[i:i + batch_size]], y[order[i:i + batch_size]]
 
+
 # %% 4. Flags: a Config dataclass becomes the command line
 def flag(default, help: str, **limits):
     """A Config field: default, --help text, and `min`, `max`, `choices`, `multiple_of`."""
     return dataclasses.field(default=default, metadata={"help": help, **limits})
+
 
 @dataclasses.dataclass
 class BaseConfig:
@@ -199,17 +193,17 @@ class BaseConfig:
     load: str = flag("", "skip training: load this checkpoint, sample and evaluate")
     gif: bool = flag(True, "write generation.gif (--no-gif skips it)")
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
 
 def parse_config(cls, argv=None, description: str = "", leave_out=()):
     """argv (else sys.argv, but not in a notebook: a kernel's arguments are not ours) -> a
     checked Config. Field foo_bar is flag --foo-bar (a bool one, --x and --no-x); --help keeps
     the docstring's lines and shows each flag's default, if it has one to show. Fields named
     in `leave_out` keep their defaults and are not offered: a script offers what it reads."""
-    parser = _OneLineParser(description=description,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UserError(f"{message} (see --help)")
+    parser = OneLineParser(description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in [f for f in dataclasses.fields(cls) if f.name not in leave_out]:
         kind = {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
         name, shown = f.name.replace("_", "-"), "" if f.default in ("", None) else \
@@ -230,17 +224,17 @@ def parse_config(cls, argv=None, description: str = "", leave_out=()):
                             f"got {v}: {m['help']}")
     return cfg
 
+
 # %% 5. The run folder: complete files, or none at all
-# A run writes into a hidden .unfinished-* folder in --out; finished, one rename makes it
-# .finished-*, and from then on it counts as done: its files move in one by one, replacing
-# the last run's (whose files it did not remake go). Killed before that rename, a run leaves
-# --out as it was; killed during the move, the next run completes it. The system releases
-# the lock when its process ends, however it ends.
+# A run writes into a hidden .unfinished-* folder in --out, renamed .finished-* when done:
+# then its files move in, replacing the last run's (those it did not remake go). Killed before
+# the rename, it leaves --out as it was; during the move, the next run completes it.
 try:
     from fcntl import LOCK_EX, LOCK_NB, flock
 except ImportError:  # Windows: lock the lock file's first byte instead
     from msvcrt import LK_NBLCK as LOCK_EX, locking as _locking
     LOCK_NB, flock = 0, lambda fd, how: _locking(fd, how, 1)
+
 
 @contextlib.contextmanager
 def run_folder(cfg, script: str):
@@ -264,8 +258,6 @@ def run_folder(cfg, script: str):
                         "another --out") from None
     try:
         _move_in(final)  # a run killed while moving its files in: complete its move
-        for stale in final.glob(".unfinished-*"):  # a killed run's half-written files
-            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=final))
         yield staging
         (staging / ".files").write_text("".join(p.name + "\n" for p in staging.iterdir()))
@@ -273,11 +265,12 @@ def run_folder(cfg, script: str):
         _move_in(final)
         _finished.append(final)
     finally:
-        for half in final.glob(".unfinished-*"):  # ours (we hold the lock), even half-made
+        for half in final.glob(".unfinished-*"):  # ours, even half-made, or a killed run's
             shutil.rmtree(half, ignore_errors=True)
         os.close(fd)
         if new and [p.name for p in final.iterdir()] == [".lock"]:
             shutil.rmtree(top)  # a failed first run leaves no folder of its own behind
+
 
 def _move_in(final: Path) -> None:
     manifest = final / ".files"  # the names the last finished run wrote
@@ -285,34 +278,33 @@ def _move_in(final: Path) -> None:
         if (done / ".files").exists():
             names = (done / ".files").read_text().split()
             old = set(manifest.read_text().split()) if manifest.exists() else set()
-            for name in names:
-                if (done / name).exists():
-                    os.replace(done / name, final / name)
+            for name in [n for n in names if (done / n).exists()]:
+                os.replace(done / name, final / name)
             for name in old - set(names):
                 (final / name).unlink(missing_ok=True)
             os.replace(done / ".files", manifest)
         shutil.rmtree(done)
 
+
 # %% 6. Samples, metrics and checkpoints; train or load
 def save_samples(out: Path, x, y=None) -> None:
-    """samples.npz: x float32 (N, H, W), or (N, H, W, 3) in colour, in [0, 1]; y int64 labels
-    where the samples were asked for a class."""
+    """samples.npz: x float32 (N, H, W), or (N, H, W, 3) in colour, in [0, 1]; y, if given."""
     arrays = {"x": as_images(x)} if y is None else {"x": as_images(x), "y": np.int64(y)}
     np.savez_compressed(Path(out) / "samples.npz", **arrays)
 
-def _plain(value):
-    """Strict JSON: numpy and torch numbers become Python numbers, NaN and infinity null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
-        return _plain(value.tolist())
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 def save_metrics(out: Path, metrics: dict) -> None:
-    text = json.dumps(_plain(metrics), indent=2, allow_nan=False)
+    """metrics.json, strict JSON: numpy and torch numbers become Python's, NaN and inf null."""
+    def plain(v):
+        v = v.tolist() if isinstance(v, (torch.Tensor, np.ndarray, np.generic)) else v
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    text = json.dumps(plain(metrics), indent=2, allow_nan=False)
     (Path(out) / "metrics.json").write_text(text + "\n")
+
 
 def load_checkpoint(path, script: str) -> dict:
     """Load a checkpoint written by `script`; missing, corrupt or foreign files are one error."""
@@ -328,27 +320,28 @@ def load_checkpoint(path, script: str) -> dict:
         raise UserError(f"{path}: written by {ckpt.get('script')}, not {script}")
     return ckpt
 
+
 def load_or_train(cfg, out: Path, script: str, shape: tuple, build, train, data=None):
-    """(cfg, model, extra). Without --load: build(cfg), trained by train(model) -> extra, saved
-    as out/model.pt. With --load: the checkpoint, copied into out; its `shape` settings replace
-    the flags' (they define the model), so cfg comes back too. A model that cannot take the
-    data is one line before training; given `data`, a checkpoint made for other images is too."""
+    """(cfg, model, extra): build(cfg) (a ValueError is one line, before training), trained by
+    train(model) -> extra and saved as out/model.pt; or with --load, the checkpoint (not one
+    made for other `data`), its `shape` settings replacing the flags', copied into out."""
     dims = None if data is None else [list(data.x_train.shape[1:]), data.classes]
+    ckpt = load_checkpoint(cfg.load, script) if cfg.load else {"config": {}}
+    if dims and ckpt.get("dims") not in (None, dims):
+        raise UserError(f"{cfg.load} was made for {'x'.join(map(str, ckpt['dims'][0]))} images "
+                        f"with {ckpt['dims'][1]} label(s): pass the --data it was trained on")
+    cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in shape if k in ckpt["config"]})
+    try:  # the lessons' models say in a ValueError which shapes they take
+        model = build(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not cfg.load:
-        model = _built(build, cfg)
         extra = train(model)
         buffer = io.BytesIO()  # written by Python's own files: a full disk is one OSError
         torch.save({"script": script, "config": dataclasses.asdict(cfg), "dims": dims,
                     "state": model.state_dict(), "extra": extra}, buffer)
         (out / "model.pt").write_bytes(buffer.getvalue())
         return cfg, model.eval(), extra
-    ckpt = load_checkpoint(cfg.load, script)
-    if None not in (dims, ckpt.get("dims")) and ckpt["dims"] != dims:
-        (c, *hw), k = ckpt["dims"]
-        raise UserError(f"{cfg.load} was trained on {c}x{hw[0]}x{hw[1]} images with {k} "
-                        f"label(s), not on --data {cfg.data}'s: pass the data it was trained on")
-    cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in shape if k in ckpt["config"]})
-    model = _built(build, cfg)
     try:
         model.load_state_dict(ckpt["state"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -358,14 +351,10 @@ def load_or_train(cfg, out: Path, script: str, shape: tuple, build, train, data=
     print(f"loaded {cfg.load}; no training", flush=True)
     return cfg, model.eval(), ckpt["extra"]
 
-def _built(build, cfg):
-    try:  # the lessons' models say in a ValueError what shapes they take
-        return build(cfg)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 # %% 7. Progress lines and pictures
 DIVERGED = 1e6  # every loss here starts below a few thousand: beyond this, as bad as a NaN
+
 
 class Progress:
     """One line every few seconds (step, figures, rate, time left); stops a diverged run."""
@@ -390,9 +379,11 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+
 def format_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
 
 def as_images(x) -> np.ndarray:
     """(N, 1, H, W) or (N, H, W) -> float32 (N, H, W) in [0, 1]; (N, 3, H, W) or (N, H, W, 3)
@@ -405,6 +396,7 @@ def as_images(x) -> np.ndarray:
         x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
     return np.clip(x, 0.0, 1.0)
 
+
 def tile(x, ncol: int, gap: int = 2) -> np.ndarray:
     """Images -> one (rows*(H+gap)-gap, ncol*(W+gap)-gap[, 3]) picture, thin grey gaps."""
     imgs = as_images(x)
@@ -416,16 +408,15 @@ def tile(x, ncol: int, gap: int = 2) -> np.ndarray:
         canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
     return canvas
 
+
 def show(path) -> Path:
-    """In a notebook, show a saved picture or GIF below the cell; elsewhere, or without
-    IPython (pip install -r requirements-notebook.txt), nothing: it is saved all the same."""
+    """In a notebook with IPython, show a saved picture or GIF below the cell; else nothing."""
     if in_notebook():
-        try:
+        with contextlib.suppress(ImportError):
             from IPython.display import Image, display
-        except ImportError:
-            return Path(path)
-        display(Image(filename=str(path)))
+            display(Image(filename=str(path)))
     return Path(path)
+
 
 def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
                 titles=None, fps: float = 4, hold_s: float = 1.5) -> Path:
@@ -434,7 +425,6 @@ def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
     image sets makes an animated GIF, each frame with its title, the last held `hold_s` s."""
     from matplotlib.animation import PillowWriter
     from matplotlib.figure import Figure
-
     canvases = [tile(f, ncol) for f in (frames if isinstance(frames, list) else [frames])]
     titles = [titles or ""] if isinstance(titles, str) or titles is None else titles
     h, w = canvases[0].shape[:2]
@@ -445,8 +435,7 @@ def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
     shown = ax.imshow(canvases[0], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     for r, label in enumerate(labels or []):
-        ax.text(-3, (r + 0.5) * (h + 2) / len(labels) - 1, label, ha="right", va="center",
-                fontsize=6)
+        ax.text(-3, (r + .5) * (h + 2) / len(labels) - 1, label, ha="right", va="center", size=6)
     title = fig.text(0.5, 0.99, titles[0], ha="center", va="top", fontsize=7)
     if len(canvases) == 1:
         fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.05)  # nothing cut off
@@ -459,10 +448,10 @@ def save_images(path, frames, ncol: int = 10, labels: list[str] | None = None,
             writer.grab_frame()
     return show(path)
 
+
 # %% 8. Scoring and the summary
 def load_judge(data: Data):
-    """judge.py's judge for this data; None and one line (the run goes on) without judge.py or
-    for data it was not made for: it knows 28x28 grey digits in 10 classes."""
+    """judge.py's judge, or None and one line why (no judge.py; data that are not digits)."""
     shape = tuple(data.x_train.shape[1:])
     if shape != (1, 28, 28) or data.classes != 10:
         print(f"not scored: the judge knows 28x28 grey digits in 10 classes; these are "
@@ -475,9 +464,9 @@ def load_judge(data: Data):
         return None
     return judge.Judge.load(data)
 
+
 def print_summary(metrics: dict, lines: list[tuple[str, str]] = ()) -> None:
-    """The last lines: where the files went, the times, the run's own (key, meaning)s, and
-    the judge's figures, each saying what it means and which way is better."""
+    """Where the files went, the times, the run's (key, meaning)s and the judge's figures."""
     print(f"--- summary (the files are in {_finished[-1] if _finished else '--out'}) ---")
     for key, meaning in [("train_seconds", "training time"), ("sample_seconds", "sampling time"),
                          *lines]:

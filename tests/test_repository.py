@@ -58,9 +58,17 @@ def test_every_file_keeps_to_its_budget():
         if lines > limit or flags > 10:
             over.append(f"{script}: {lines} lines (at most {limit}), {flags} flags (at most 10)")
     for name, limit in (("common.py", 480), ("judge.py", 250)):
-        lines = len((ROOT / name).read_text().splitlines())
-        if lines > limit:
-            over.append(f"{name}: {lines} lines (at most {limit})")
+        lines = (ROOT / name).read_text().splitlines()
+        if len(lines) > limit:
+            over.append(f"{name}: {len(lines)} lines (at most {limit})")
+        # counted at PEP 8's spacing: two blank lines before each top-level definition
+        for i, line in enumerate(lines):
+            if re.match(r"def |class |@", line) and not lines[i - 1].startswith("@"):
+                above = i - 1
+                while lines[above].startswith("#"):
+                    above -= 1
+                if lines[above - 1:above + 1] != ["", ""]:
+                    over.append(f"{name}:{i + 1}: not two blank lines above, as PEP 8 has it")
     assert not over, over
 
 
