@@ -2,15 +2,18 @@
 
 Generation is prediction, and prediction is curve fitting: a network fitted to
 pairs (an input, the answer that goes with it). Here the images are their own
-labels: hide part of a digit and ask for it back. Asked for a whole digit from
-nothing, a network can only learn the average digit: a blur (section 1). Asked
-for ONE missing pixel given the rest, it has an easy task: the answer is a
-sensible colour (section 2). One network, told which pixel to produce, does
-this at every position; run 784 times in raster order, each time on what it has
-drawn so far, it draws a digit (sections 3 and 4). It predicts K probabilities
-rather than one value, so that generation can sample (argmax draws the same
-image every time), and so that the 784 probabilities multiply into the exact
-likelihood of an image, reported on held-out digits in bits per pixel (section 5).
+labels: remove part of a digit and ask for it back, so that generating is undoing
+a removal. Asked for a whole digit from nothing, a network can only learn the
+average digit: a blur (section 1). Asked for ONE missing pixel given the rest, it
+has an easy task: the answer is a sensible colour (section 2). One network, told
+which pixel to produce, does this at every position; run 784 times in raster
+order, each time on what it has drawn so far, it draws a digit (sections 3 and 4).
+That is auto-regression, each output fed back as an input of the next step: how
+language models write, one token given the ones before (07 makes pixels tokens).
+It predicts K probabilities rather than one value, so that generation can sample
+(argmax draws one image every time), and so that the 784 probabilities multiply
+into the exact likelihood of an image, reported on held-out digits in bits per
+pixel (section 5).
 
 This is the first chapter. After it, 02 fills in several pixels per step and
 measures what that costs; 03 spreads the removal out with noise (diffusion);
@@ -39,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "01_autoregressive_pixels"
-SIDE = 28  # MNIST's side; every function also takes a smaller one (the tests use 1 to 8)
+SIDE = 28  # MNIST's side: 784 pixels, each a grey level; every function takes any other side
 
 
 # %% 0. Settings
@@ -139,9 +142,13 @@ def causal_window(side: int, rows: int = 3, cols: int = 3) -> torch.Tensor:
 
 class NextPixelNet(nn.Module):
     """p(x_i | x_<i): (B, side*side) values in [0, 1] and (B,) positions i -> (B, K) logits.
-    Pixels i, i+1, ... are removed inside forward(), whatever the caller passes."""
+    Pixels i, i+1, ... are removed inside forward(), whatever the caller passes. Any side
+    of at least 1 (square images), levels K of at least 2."""
 
     def __init__(self, side: int = SIDE, levels: int = 2, hidden: int = 512):
+        if side < 1 or levels < 2 or hidden < 1:
+            raise ValueError(f"need side >= 1, levels >= 2, hidden >= 1; got {side}, {levels}, "
+                             f"{hidden}")
         super().__init__()
         n = side * side
         self.side, self.levels = side, levels
@@ -171,32 +178,37 @@ class NextPixelNet(nn.Module):
 # 784 times, on ever longer copies of one partial image. A causal architecture
 # (chapter 07, which can be read right after 02) trains all 784 steps of an
 # image in one evaluation.
+def train_step(model: NextPixelNet, opt, tokens: torch.Tensor, positions: int = 32,
+               gen: torch.Generator | None = None) -> float:
+    """One optimizer update on `positions` random i in each image of tokens (B, side*side);
+    returns the loss, -log2 p(true level), in bits per pixel."""
+    batch = tokens.repeat_interleave(positions, 0)                 # (B, n) -> (B*R, n)
+    i = torch.randint(batch.shape[1], (len(batch),), generator=gen).to(batch.device)  # (B*R,)
+    target = batch.gather(1, i[:, None]).squeeze(1)               # (B*R,) the level of pixel i
+    logits = model(batch.float() / (model.levels - 1), i)
+    loss = F.cross_entropy(logits.float(), target)                # -log p(true level), nats
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item() / math.log(2)                              # nats -> bits
+
+
 def train(model: NextPixelNet, cfg: Config, data: common.Data, device) -> dict:
     """Train on `positions` random i in each of `batch_size` images per step; returns the
     seconds, targets per second and the last 50 steps' bits per pixel."""
     gen = torch.Generator().manual_seed(cfg.seed)
     tokens = quantize(data.x_train, cfg.levels)                       # (N, 784) levels
-    n_pixels = tokens.shape[1]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     # Decaying the step size to 0 lets the last steps settle instead of jittering.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     progress = common.Progress(cfg.steps, "train")
-    images = common.batches(tokens, torch.zeros(len(tokens)), cfg.batch_size, gen)
+    stream = common.batches(tokens, torch.zeros(len(tokens)), cfg.batch_size, gen)
     losses = []
     model.train()
     for step in range(1, cfg.steps + 1):
-        batch, _ = next(images)
-        batch = batch.repeat_interleave(cfg.positions, 0).to(device)          # (B, n) -> (B*R, n)
-        i = torch.randint(n_pixels, (len(batch),), generator=gen).to(device)  # (B*R,)
-        target = batch.gather(1, i[:, None]).squeeze(1)          # (B*R,) the level of pixel i
         with common.autocast(device):
-            logits = model(batch.float() / (model.levels - 1), i)
-        loss = F.cross_entropy(logits.float(), target)          # -log p(true level), nats
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            losses.append(train_step(model, opt, next(stream)[0].to(device), cfg.positions, gen))
         sched.step()
-        losses.append(loss.item() / math.log(2))                # nats -> bits
         progress.update(step, bits_per_pixel=float(np.mean(losses[-50:])))
     model.eval()
     seconds = progress.elapsed()
@@ -210,40 +222,43 @@ def train(model: NextPixelNet, cfg: Config, data: common.Data, device) -> dict:
 # level; then i moves on. Two ways to choose:
 #   - argmax: take the most probable level. Nothing random happens anywhere,
 #     so the empty canvas always leads to the same first pixel, the same second
-#     pixel, ... the same image. Every "sample" is one and the same digit.
+#     pixel, ... the same image. Here it is an empty page: most of any digit is
+#     paper, so paper is pixel 0's likelier level, and given only paper so far,
+#     paper stays the likelier level at every step: argmax never inks a pixel
+#     (experiments/01_argmax.py counts them: none).
 #   - sampling: draw the level with its predicted probability. Different draws
 #     take different branches early on, and the network completes each branch
 #     into its own digit: this is where variety comes from. The temperature T
 #     sharpens (T < 1) or flattens (T > 1) each step's p: softmax(logits / T).
-# The most likely pixel at each step does not make the most likely image
-# (experiments/01_argmax.py). Every image costs 784 network evaluations, one
-# after the other (step i needs pixel i-1). That is fine for a 28x28 digit and
-# far too slow for real images of millions of pixels: the next chapters cut
-# the count. All N images go through each step together, as (N, ...) tensors.
+# The likeliest level at each step does not make a likely digit. Every image
+# costs 784 network evaluations, one after the other (step i needs pixel i-1).
+# That is fine for a 28x28 digit and far too slow for real images of millions
+# of pixels: the next chapters cut the count. All N images go through each
+# step together, as (N, ...) tensors.
 @torch.no_grad()
 def generate(model: NextPixelNet, n: int, device, mode: str = "sample",
              temperature: float = 1.0, seed: int = 0, given: torch.Tensor | None = None,
-             trace: list | None = None) -> torch.Tensor:
+             trace: list | None = None, progress=None) -> torch.Tensor:
     """n images as (n, side*side) tokens. `given` (n, j) tokens are the first j pixels of
     every image, completed from step j on; `trace`, a list, gets (i, the first 16 canvases)
-    every 16th pixel i and at the end. Sampling takes the first level whose cumulative
-    probability reaches a uniform number drawn on the CPU from `seed` (inverse-CDF
-    sampling): the same seed gives the same images on any device."""
-    if mode not in ("sample", "argmax"):
-        raise ValueError(f"mode must be 'sample' or 'argmax', got {mode!r}")
+    every 16th pixel i and at the end; progress(steps done), if given, is called each step.
+    Sampling takes the first level whose cumulative probability reaches a uniform number
+    drawn on the CPU from `seed` (inverse-CDF sampling): the same seed, the same images on
+    any device."""
+    if mode not in ("sample", "argmax") or temperature <= 0:
+        raise ValueError(f"need mode 'sample' or 'argmax' and temperature > 0, got {mode!r}, "
+                         f"{temperature}")
     n_pixels, levels = model.side ** 2, model.levels
     gen = torch.Generator().manual_seed(seed)
     canvas = torch.zeros(n, n_pixels, dtype=torch.long, device=device)  # (n, 784), all removed
     first = 0 if given is None else given.shape[1]
     if given is not None:
         canvas[:, :first] = given.to(device)
-    progress = common.Progress(n_pixels - first, "sampling")
     for i in range(first, n_pixels):
         if trace is not None and i % 16 == 0:
             trace.append((i, canvas[:16].cpu().clone()))
-        with common.autocast(device):
-            values = canvas.float() / (levels - 1)
-            logits = model(values, torch.full((n,), i, device=device)).float()  # (n, K)
+        values = canvas.float() / (levels - 1)
+        logits = model(values, torch.full((n,), i, device=device)).float()    # (n, K)
         if mode == "argmax":
             choice = logits.argmax(1)
         else:
@@ -251,7 +266,8 @@ def generate(model: NextPixelNet, n: int, device, mode: str = "sample",
             u = torch.rand(n, 1, generator=gen).to(device)                      # (n, 1)
             choice = (cdf < u).sum(1).clamp(max=levels - 1)     # first level with cdf >= u
         canvas[:, i] = choice
-        progress.update(i - first + 1)
+        if progress:
+            progress(i - first + 1)
     if trace is not None:
         trace.append((n_pixels, canvas[:16].cpu().clone()))
     return canvas.cpu()
@@ -266,22 +282,22 @@ def generate(model: NextPixelNet, n: int, device, mode: str = "sample",
 # Scoring costs what sampling does, 784 evaluations per image, so a run scores
 # as many held-out digits as it draws samples (all 1,000 by default).
 @torch.no_grad()
-def nll_per_image(model: NextPixelNet, tokens: torch.Tensor, device,
-                  batch: int = 1000, first: int = 0) -> torch.Tensor:
+def nll_per_image(model: NextPixelNet, tokens: torch.Tensor, device, batch: int = 1000,
+                  first: int = 0, progress=None) -> torch.Tensor:
     """Exact -log p(x) in nats, (N, side*side) tokens -> (N,), float64; `first` > 0 sums only
-    the steps first..end, the part of -log p(x) that pixel `first` can change."""
+    the steps first..end, the part of -log p(x) that pixel `first` can change.
+    progress(evaluations done), if given, is called after each step."""
     n_images, n_pixels = tokens.shape
     total = torch.zeros(n_images, dtype=torch.float64)
-    progress = common.Progress(n_images * (n_pixels - first), "held-out likelihood")
     for start in range(0, n_images, batch):
         x = tokens[start:start + batch].to(device)
         values = x.float() / (model.levels - 1)
         for i in range(first, n_pixels):
-            with common.autocast(device):
-                logits = model(values, torch.full((len(x),), i, device=device)).float()
+            logits = model(values, torch.full((len(x),), i, device=device)).float()
             nats = F.cross_entropy(logits, x[:, i], reduction="none")           # (b,)
             total[start:start + len(x)] += nats.double().cpu()
-            progress.update(start * (n_pixels - first) + len(x) * (i - first + 1))
+            if progress:
+                progress(start * (n_pixels - first) + len(x) * (i - first + 1))
     return total
 
 
@@ -302,7 +318,9 @@ def pixel_given_rest(model: NextPixelNet, tokens: torch.Tensor, i: int,
 def held_out_likelihood(model: NextPixelNet, data: common.Data, n: int, device) -> dict:
     """-log p(x) of the first n held-out digits, per image (nats) and per pixel (bits)."""
     held = quantize(data.x_held[:n], model.levels)
-    nats = float(nll_per_image(model, held, device).mean())
+    progress = common.Progress(held.numel(), "held-out likelihood")
+    with common.autocast(device):
+        nats = float(nll_per_image(model, held, device, progress=progress.update).mean())
     return {"nats_per_image": nats, "bits_per_pixel": nats / held.shape[1] / math.log(2),
             "nll_images": len(held)}
 
@@ -310,20 +328,24 @@ def held_out_likelihood(model: NextPixelNet, data: common.Data, n: int, device) 
 # %% 6. Putting it together
 def save_animation(out, trace: list, levels: int) -> None:
     """generation.gif: the traced samples filling in; pixels not yet drawn light grey."""
-    frames = []
+    frames, n = [], trace[0][1].shape[1]
     for s, canvas in trace:
-        drawn = (torch.arange(canvas.shape[1]) < s).view(SIDE, SIDE)
+        drawn = (torch.arange(n) < s).view(1, *dequantize(canvas[:1], levels).shape[1:])
         frames.append(torch.where(drawn, dequantize(canvas, levels), 0.25))  # (16, 28, 28)
     common.save_images(out / "generation.gif", frames, 8,
-                       titles=[f"pixel {s} of {SIDE * SIDE}" for s, _ in trace])
+                       titles=[f"pixel {s} of {n}" for s, _ in trace])
 
 
 def load_or_train(cfg: Config, out, data: common.Data, device):
     """(cfg, model, extra): --load's network (its levels and width replace the flags'), or
-    one trained here; the experiments get theirs the same way."""
+    one trained here, for the data's side; the experiments get theirs the same way."""
+    channels, side, width = data.x_train.shape[1:]
+    if channels != 1 or side != width:
+        raise common.UserError(f"01 models grey levels of square images: pass grey images "
+                               f"(N, H, H), not {channels}x{side}x{width}")
     return common.load_or_train(cfg, out, SCRIPT, ("levels", "hidden"),
-                                lambda c: NextPixelNet(SIDE, c.levels, c.hidden).to(device),
-                                lambda m: train(m, cfg, data, device))
+                                lambda c: NextPixelNet(side, c.levels, c.hidden).to(device),
+                                lambda m: train(m, cfg, data, device), data)
 
 
 def main(argv=None):
@@ -335,11 +357,14 @@ def main(argv=None):
         judge = common.load_judge(data)
         cfg, model, extra = load_or_train(cfg, out, data, device)
         start, trace = time.perf_counter(), []
-        tokens = generate(model, cfg.samples, device, "sample", cfg.temperature, cfg.seed,
-                          trace=trace if cfg.gif else None)
+        with common.autocast(device):
+            tokens = generate(model, cfg.samples, device, "sample", cfg.temperature, cfg.seed,
+                              trace=trace if cfg.gif else None,
+                              progress=common.Progress(model.side ** 2, "sampling").update)
         sample_seconds = time.perf_counter() - start
         images = dequantize(tokens, cfg.levels)                      # (N, 28, 28) in [0, 1]
-        metrics = {**extra, "sample_seconds": sample_seconds, "evaluations_per_image": SIDE**2,
+        metrics = {**extra, "sample_seconds": sample_seconds,
+                   "evaluations_per_image": model.side ** 2,
                    "levels": cfg.levels, **held_out_likelihood(model, data, cfg.samples, device),
                    "device": str(device), **(judge.evaluate(images) if judge else {}),
                    "config": dataclasses.asdict(cfg)}

@@ -34,7 +34,7 @@ def distinct(tokens: torch.Tensor) -> int:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("gif",))
     with common.run_folder(cfg, "01_argmax") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
@@ -43,7 +43,7 @@ def main(argv=None):
         cfg, model, _ = ch.load_or_train(cfg, out, data, device)
         a = ch.generate(model, 4, device, "argmax")
         b = ch.generate(model, 4, device, "argmax")
-        start = ch.quantize(data.x_held[:1], cfg.levels)[:, :ch.SIDE * ch.SIDE // 2]  # 14 rows
+        start = ch.quantize(data.x_held[:1], cfg.levels)[:, :model.side ** 2 // 2]  # 14 rows
         done = {mode: ch.generate(model, 5, device, mode, cfg.temperature, cfg.seed,
                                   given=start.expand(5, -1)) for mode in ("argmax", "sample")}
         sampled = ch.generate(model, cfg.samples, device, "sample", cfg.temperature, cfg.seed)

@@ -60,7 +60,7 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("load", "gif"))
     with common.run_folder(cfg, "01_blur") as out:
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
@@ -70,12 +70,13 @@ def main(argv=None):
         model = train_whole_image(flat, cfg.steps, cfg.batch_size, gen)
         with torch.no_grad():
             blur = model(torch.zeros(1, flat.shape[1], device=device))[0].clamp(0, 1).cpu()
-        blur, average = blur.view(28, 28), flat.mean(0).view(28, 28).cpu()
+        shape = data.x_train.shape[1:]                                   # (C, H, W)
+        blur, average = blur.view(shape), flat.mean(0).view(shape).cpu()
         metrics = {"blur_rms_to_mean": rms(blur, average),
                    "digit_rms_to_mean": rms(data.x_train.flatten(1), average.flatten()),
                    "config": dataclasses.asdict(cfg)}
         if judge:  # the blur as a "generator": the same image N times
-            r = judge.evaluate(blur.expand(cfg.samples, 28, 28))
+            r = judge.evaluate(blur.expand(cfg.samples, *shape))
             metrics.update({f"blur_{k}": r[k] for k in JUDGED})
         common.save_images(out / "blur.png",
                            torch.stack([blur, average, ((blur - average).abs() * 10).clamp(0, 1)]),

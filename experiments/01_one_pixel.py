@@ -47,7 +47,7 @@ def one_pixel_check(model, data: common.Data, n: int, device, i: int = CENTRE) -
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("samples", "temperature", "gif"))
     with common.run_folder(cfg, "01_one_pixel") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)

@@ -1,11 +1,14 @@
 """Tests for 01_autoregressive_pixels.py: the auto-regressive property, the input encoding,
 generation and its temperature, the exact likelihood and one pixel given the rest, the
 contract, and the chapter's three experiments (experiments/01_*.py)."""
+import contextlib
 import importlib
+import io
 import itertools
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +26,44 @@ pixel_exp = importlib.import_module("01_one_pixel")
 argmax_exp = importlib.import_module("01_argmax")
 CPU = torch.device("cpu")
 
+# What a student copies (tests/test_repository.py takes it out alone, without common).
+LESSON = ["SIDE", "quantize", "dequantize", "causal_window", "NextPixelNet", "train_step",
+          "generate", "nll_per_image", "pixel_given_rest"]
+DRIVER = ["SCRIPT", "Config", "train", "held_out_likelihood", "save_animation", "load_or_train",
+          "main"]
+
+
+def travel(m):
+    """One training step and a sample of two, on 16x16 grey images and on MNIST's 28x28."""
+    for side in (16, m.SIDE):
+        torch.manual_seed(0)
+        model = m.NextPixelNet(side, levels=2, hidden=16)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        tokens = m.quantize(torch.rand(4, 1, side, side), 2)                # (4, side*side)
+        before = model.head.weight.clone()
+        loss = m.train_step(model, opt, tokens, 2, torch.Generator().manual_seed(0))
+        assert math.isfinite(loss) and not torch.equal(before, model.head.weight)
+        x = m.dequantize(m.generate(model.eval(), 2, "cpu", seed=1), 2)
+        assert x.shape == (2, side, side) and set(x.unique().tolist()) <= {0.0, 1.0}
+        nll = m.nll_per_image(model, tokens[:2], "cpu")
+        assert nll.shape == (2,) and torch.isfinite(nll).all() and (nll > 0).all()
+
+
+def test_the_lesson_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="levels >= 2"):
+        mod.NextPixelNet(8, levels=1)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        mod.generate(small_net(), 2, CPU, temperature=0)
+
+
+def test_one_training_step_lowers_the_loss_on_its_batch():
+    net = small_net(4, 3, hidden=32)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    tokens = torch.randint(3, (8, 16), generator=torch.Generator().manual_seed(0))
+    first = mod.nll_per_image(net, tokens, CPU).mean()
+    for _ in range(20):
+        mod.train_step(net, opt, tokens, 16, torch.Generator().manual_seed(1))
+    assert mod.nll_per_image(net, tokens, CPU).mean() < first
 
 
 def small_net(side=4, levels=3, hidden=16, seed=0):
@@ -253,30 +294,52 @@ TINY = ["--steps", "3", "--batch-size", "8", "--positions", "2", "--hidden", "16
         "--samples", "4", "--device", "cpu"]
 
 
-def test_smoke_train_then_load_into_the_same_folder(tmp_path, capsys):
-    out = tmp_path / "run"
-    mod.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 4)
-    assert check_gif(out / "generation.gif") <= 784 // 16 + 2 + 12  # frames, then the hold
-    for key in ("bits_per_pixel", "nats_per_image", "targets_per_second", "final_bits_per_pixel"):
-        assert key in m
-    assert m["evaluations_per_image"] == 784 and m["levels"] == 2 and m["nll_images"] == 4
-    assert m["config"]["hidden"] == 16
-    assert math.isclose(m["bits_per_pixel"], m["nats_per_image"] / 784 / math.log(2),
-                        rel_tol=1e-9)
-    assert "held-out bits per pixel" in capsys.readouterr().out
+def quietly(fn, *args):
+    """fn(*args) and what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        fn(*args)
+    return printed.getvalue()
 
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run, trained, then loaded back into the same folder: shared by the tests of
+    the contract and of the experiments."""
+    out = tmp_path_factory.mktemp("01") / "run"
+    printed = quietly(mod.main, TINY + ["--out", str(out)])
+    m = check_outputs(out, 4)
+    frames = check_gif(out / "generation.gif")
     model_bytes = (out / "model.pt").read_bytes()
     with np.load(out / "samples.npz") as f:
         samples = f["x"]
     # --levels 4 is overruled: the network's shape comes from the checkpoint
     mod.main(["--load", str(out / "model.pt"), "--samples", "4", "--levels", "4",
               "--out", str(out), "--no-gif", "--device", "cpu"])
-    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    return SimpleNamespace(out=out, trained=m, printed=printed, frames=frames,
+                           model_bytes=model_bytes, samples=samples)
+
+
+def test_a_tiny_run_writes_the_contract(run):
+    m = run.trained
+    assert run.frames <= 784 // 16 + 2 + 12  # frames, then the hold
+    for key in ("bits_per_pixel", "nats_per_image", "targets_per_second", "final_bits_per_pixel"):
+        assert key in m
+    assert m["evaluations_per_image"] == 784 and m["levels"] == 2 and m["nll_images"] == 4
+    assert m["config"]["hidden"] == 16
+    assert math.isclose(m["bits_per_pixel"], m["nats_per_image"] / 784 / math.log(2),
+                        rel_tol=1e-9)
+    assert "held-out bits per pixel" in run.printed
+
+
+def test_load_into_the_same_folder_samples_what_was_trained(run):
+    out, m = run.out, run.trained
+    assert (out / "model.pt").read_bytes() == run.model_bytes, "--load rewrote what it loaded"
     assert not (out / "generation.gif").exists()
     again = check_outputs(out, 4)
     with np.load(out / "samples.npz") as f:
-        assert np.array_equal(f["x"], samples), "the loaded model samples what the trained one did"
+        assert np.array_equal(f["x"], run.samples), \
+            "the loaded model samples what the trained one did"
     assert again["train_seconds"] == m["train_seconds"]  # the checkpoint's time survives
     assert again["targets_per_second"] == m["targets_per_second"]
     assert again["config"]["hidden"] == 16 and again["levels"] == 2
@@ -311,14 +374,14 @@ def test_experiment_blur_writes_its_figures(tmp_path):
     assert (tmp_path / "blur.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_experiments_one_pixel_and_argmax_train_or_load_a_01_model(tmp_path):
+def test_experiments_one_pixel_trains_and_argmax_loads_a_01_model(run, tmp_path):
     tiny = ["--steps", "2", "--batch-size", "8", "--positions", "2", "--hidden", "16",
-            "--samples", "4", "--device", "cpu"]
+            "--device", "cpu"]
     pixel_exp.main(tiny + ["--images", "3", "--out", str(tmp_path / "p")])
     m = json_of(tmp_path / "p")
     assert m["index"] == 406 and m["images"] == 3 and len(m["truth"]) == 3
     assert 0 <= m["rms_given_rest"] <= 1 and 0 <= m["rms_dataset_mean"] <= 1
-    argmax_exp.main(["--load", str(tmp_path / "p" / "model.pt"), "--samples", "4",
+    argmax_exp.main(["--load", str(run.out / "model.pt"), "--samples", "4",
                      "--device", "cpu", "--out", str(tmp_path / "a")])
     m = json_of(tmp_path / "a")
     assert m["argmax_identical"] is True and m["argmax_distinct"] == 1
@@ -326,6 +389,14 @@ def test_experiments_one_pixel_and_argmax_train_or_load_a_01_model(tmp_path):
     assert 1 <= m["completions_sampled_distinct"] <= 5 and "sampled_fd_ratio" in m
     assert m["config"]["hidden"] == 16  # the checkpoint's width, not the flag's default
     assert (tmp_path / "a" / "argmax_vs_sampling.png").is_file()
+
+
+def test_experiments_offer_only_the_flags_they_read(tmp_path, capsys):
+    out = ["--out", str(tmp_path)]
+    one_line_error(blur_exp.main, ["--load", "missing.pt"] + out, capsys, "unrecognized")
+    one_line_error(blur_exp.main, ["--no-gif"] + out, capsys, "unrecognized")
+    one_line_error(pixel_exp.main, ["--temperature", "2"] + out, capsys, "unrecognized")
+    one_line_error(argmax_exp.main, ["--no-gif"] + out, capsys, "unrecognized")
 
 
 def json_of(folder: Path) -> dict:
