@@ -80,7 +80,8 @@ def conv_pair(z_dim: int, width: int, image_shape=IMAGE_SHAPE) -> tuple[nn.Modul
     (MNIST: 7, 14, 28), and the critic, back down (w = width): H and W divisible by 4."""
     (C, H, W), c, f = image_shape, 2 * width, max(1, width // 2)
     if H % 4 or W % 4:
-        raise ValueError(f"the conv pair needs height and width divisible by 4, got {H}x{W}")
+        raise ValueError(f"the conv pair needs height and width divisible by 4, got {H}x{W} "
+                         "(the mlp pair takes any)")
     G = nn.Sequential(
         nn.Linear(z_dim, c * (H // 4) * (W // 4), bias=False),  # (B, z) -> (B, 2w*H/4*W/4)
         nn.Unflatten(1, (c, H // 4, W // 4)),                # -> (B, 2w, H/4, W/4)
@@ -370,8 +371,8 @@ def main(argv=None):
         judge = common.load_judge(data)
         cfg, model, extra = common.load_or_train(
             cfg, out, SCRIPT, ("arch", "z_dim", "width"),
-            lambda c: build(c.arch, c.z_dim, c.width).to(device),
-            lambda m: watch(train(m, cfg, data, device), judge))
+            lambda c: build(c.arch, c.z_dim, c.width, data.x_train.shape[1:]).to(device),
+            lambda m: watch(train(m, cfg, data, device), judge), data=data)
         start = time.perf_counter()
         x, x_drawn = sample(model["generator"], model["critic"], cfg, device)  # kept, drawn
         history = extra["history"]  # from the checkpoint on --load: the figures come back

@@ -358,8 +358,8 @@ def main(argv=None):
         judge = common.load_judge(data)
         cfg, models, extra = common.load_or_train(
             cfg, out, SCRIPT, ("latent_dim", "hidden"),
-            lambda c: build(c.latent_dim, c.hidden).to(device),
-            lambda m: train(m, cfg, data, device))
+            lambda c: build(c.latent_dim, c.hidden, data.x_train.shape[1:]).to(device),
+            lambda m: train(m, cfg, data, device), data=data)
         vae, ae = models["vae"], models["ae"]
         # The VAE's samples are the chapter's samples: timed, saved, judged. The
         # autoencoder is sampled the same way, from the same generator, for contrast.

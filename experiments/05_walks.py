@@ -51,10 +51,13 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # load_judge said why in the line above
+            raise common.UserError("this experiment measures with the judge: it needs judge.py "
+                                   "and 28x28 grey digits")
         cfg, model, _ = common.load_or_train(
             cfg, out, gan.SCRIPT, ("arch", "z_dim", "width"),
             lambda c: gan.build(c.arch, c.z_dim, c.width).to(device),
-            lambda m: gan.watch(gan.train(m, cfg, data, device), judge))
+            lambda m: gan.watch(gan.train(m, cfg, data, device), judge), data=data)
         G = model["generator"]
         a, b = torch.randn(2, cfg.samples, cfg.z_dim,
                            generator=torch.Generator().manual_seed(cfg.seed + 2))

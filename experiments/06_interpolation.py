@@ -43,10 +43,13 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # load_judge said why in the line above
+            raise common.UserError("this experiment measures with the judge: it needs judge.py "
+                                   "and 28x28 grey digits")
         cfg, models, _ = common.load_or_train(
             cfg, out, vae.SCRIPT, ("latent_dim", "hidden"),
             lambda c: vae.build(c.latent_dim, c.hidden).to(device),
-            lambda m: vae.train(m, cfg, data, device))
+            lambda m: vae.train(m, cfg, data, device), data=data)
         x, y = data.x_held, data.y_held.tolist()
         n = min(cfg.samples, len(x))
         other = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))[:n]

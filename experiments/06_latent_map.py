@@ -62,10 +62,13 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # load_judge said why in the line above
+            raise common.UserError("this experiment measures with the judge: it needs judge.py "
+                                   "and 28x28 grey digits")
         cfg, models, extra = common.load_or_train(
             cfg, out, SCRIPT, ("hidden",),
             lambda c: nn.ModuleDict({"vae": vae.EncoderDecoder(2, c.hidden)}).to(device),
-            lambda m: vae.train(m, cfg, data, device))
+            lambda m: vae.train(m, cfg, data, device), data=data)
         model, x = models["vae"], data.x_held
         with common.autocast(device):
             x_prior = vae.sample_prior(model, cfg.samples, torch.Generator().manual_seed(cfg.seed))
