@@ -14,6 +14,9 @@ generators reuse theirs; its own time is reported beside the race. The networks 
 
     python experiments/08_versus_04.py --metrics-04 runs/04_cfg/metrics.json
 
+--steps bounds every network's training (the pilot's, the autoencoder's and the race's);
+by default the race alone sets the denoiser's steps.
+
 Writes metrics.json (the table) into runs/08_versus_04/.
 """
 import dataclasses
@@ -23,7 +26,6 @@ import time
 import lab
 import common
 import torch
-import torch.nn as nn
 
 ld = lab.chapter("08_latent_diffusion")
 KEYS = ("train_seconds", "sample_seconds", "n", "fd", "fd_ratio", "label_accuracy", "guidance")
@@ -31,35 +33,39 @@ KEYS = ("train_seconds", "sample_seconds", "n", "fd", "fd_ratio", "label_accurac
 
 @dataclasses.dataclass
 class Config(ld.Config):
+    steps: int = common.flag(10**9, "at most this many steps of any network's training", min=1)
     metrics_04: str = common.flag("runs/04_cfg/metrics.json", "chapter 04's metrics.json")
     out: str = common.flag("runs/08_versus_04", "output folder")
 
 
-def build(cfg, device) -> nn.ModuleDict:
-    return nn.ModuleDict({"vae": ld.EncoderDecoder(ld.LATENT[0], ld.VAE_WIDTH),
-                          "denoiser": ld.LatentDenoiser(ld.LATENT[0], cfg.channels)}).to(device)
-
-
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    # It saves no model and no animation: --load and --gif would mean nothing here.
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("load", "gif"))
+    cfg = dataclasses.replace(cfg, vae_steps=min(cfg.vae_steps, cfg.steps))  # --steps bounds all
     other = lab.read_metrics(cfg.metrics_04, KEYS, "python 04_cfg.py")
     with common.run_folder(cfg, "08_versus_04") as out:
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # its figures are the judge's, beside 04's
+            raise common.UserError("08 against 04 compares judged figures: it needs data the "
+                                   "judge can score (28x28 grey digits)")
         # A pilot of 50 denoiser steps measures the denoiser's pace on this machine, now.
-        pilot = ld.train(build(cfg, device), dataclasses.replace(cfg, steps=50, vae_steps=1),
+        shape, pilot_steps = data.x_train.shape[1:], min(50, cfg.steps)
+        pilot = ld.train(ld.build(cfg, shape, data.classes).to(device),
+                         dataclasses.replace(cfg, steps=pilot_steps, vae_steps=1),
                          data, device, torch.Generator().manual_seed(cfg.seed))
-        den_step = pilot["denoiser_seconds"] / 50
-        run = dataclasses.replace(cfg, steps=max(1, int(other["train_seconds"] / den_step)))
-        print(f"04 trained {other['train_seconds']:.0f} s: time for about {run.steps} of 08's "
-              "denoiser steps, after its autoencoder", flush=True)
+        den_step = pilot["denoiser_seconds"] / pilot_steps
+        race = max(1, int(other["train_seconds"] / den_step))
+        run = dataclasses.replace(cfg, steps=min(race, cfg.steps))
+        print(f"04 trained {other['train_seconds']:.0f} s: time for about {race} of 08's "
+              f"denoiser steps, after its autoencoder; training {run.steps}", flush=True)
         common.seed_everything(cfg.seed)
-        model = build(run, device)
+        model = ld.build(run, shape, data.classes).to(device)
         trained = ld.train(model, run, data, device, gen)
         start = time.perf_counter()
-        labels = ld.balanced_labels(cfg.samples)
+        labels = torch.arange(cfg.samples) % data.classes  # each class in turn
         x = ld.generate(model.eval(), run, labels, device)
         sample_seconds = time.perf_counter() - start
         mine = judge.evaluate(x, labels)
@@ -73,7 +79,7 @@ def main(argv=None):
                    "batch_size": other["config"]["batch_size"],
                    "sample_seconds_per_image": other["sample_seconds"] / other["n"],
                    **{k: other[k] for k in ("n", "fd", "fd_ratio", "label_accuracy", "guidance")}},
-            "08": {"values_per_image": math.prod(ld.LATENT),
+            "08": {"values_per_image": math.prod(model["vae"].latent_shape),
                    "train_seconds": trained["denoiser_seconds"],
                    "autoencoder_seconds": trained["vae_seconds"],
                    "steps_per_second": run.steps / trained["denoiser_seconds"],
