@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -310,6 +311,61 @@ def test_the_notebook_commands_readme_names_are_installed_with_the_extras():
     for command in commands:
         if not shutil.which(command.replace(" ", "-")):
             pytest.skip(f"{command} is not installed: {NOTEBOOK_EXTRAS}")
+
+
+# %% Your own images: colour and other sizes through --data
+GREY_ONLY = ("01", "02", "07")  # pixels as grey levels: colour is one line
+DIGITS_ONLY = ("09",)  # captions that describe digits: other images are one line
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    """The shapes data set (32x32 colour, 4 classes) and a grey 16x16 version of it."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    make_shapes = importlib.import_module("make_shapes")
+    folder = tmp_path_factory.mktemp("own")
+    x, y = make_shapes.make_shapes(120)
+    np.savez(folder / "colour.npz", x=x, y=y)
+    np.savez(folder / "grey.npz", x=x.mean(-1)[:, ::2, ::2].astype(np.uint8), y=y)
+    np.savez(folder / "odd.npz", x=x[:, :30, :30], y=y)  # 30: not divisible by 4
+    return folder
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("kind, shape", [("colour", (32, 32, 3)), ("grey", (16, 16))])
+def test_own_images_train_sample_and_save_unscored_or_are_refused_in_one_line(
+        script, kind, shape, own_data, tmp_path, capsys):
+    main = importlib.import_module(script).main
+    argv = tiny(script) + ["--data", str(own_data / f"{kind}.npz"), "--out", str(tmp_path)]
+    if script[:2] in DIGITS_ONLY or (kind == "colour" and script[:2] in GREY_ONLY):
+        one_line_error(main, argv, capsys)
+        assert not list(tmp_path.iterdir())
+        return
+    capsys.readouterr()
+    common.run_main(main, argv)
+    said = capsys.readouterr().out
+    assert "not scored" in said and "FD" not in said, said
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["x"].shape == (4, *shape) and f["x"].dtype == np.float32
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "fd" not in metrics and metrics["train_seconds"] > 0
+    if kind == "colour":  # the pictures keep the colour
+        from PIL import Image
+        for name in ("samples.png", "generation.gif"):
+            with Image.open(tmp_path / name) as im:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+            assert (rgb.max(-1) - rgb.min(-1) > 8).any(), name  # grey has none
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s[:2] in ("03", "04", "05", "08")])
+def test_a_size_the_network_cannot_take_is_one_line_before_training(script, own_data, capsys):
+    argv = tiny(script) + ["--data", str(own_data / "odd.npz"), "--out", str(own_data / "x")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        common.run_main(importlib.import_module(script).main, argv)
+    said = capsys.readouterr()
+    assert "divisible by 4" in said.err and len(said.err.strip().splitlines()) == 1, said.err
+    assert "train " not in said.out  # refused before any training step
 
 
 # %% A chapter copied out with common.py
