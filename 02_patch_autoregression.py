@@ -12,7 +12,7 @@ trained the same way (section 4); this run samples both at k=16 (49 evaluations
 per image) and judges them side by side.
 
 Before: 01_autoregressive_pixels.py (one pixel per step). After: 03_ddpm.py (remove
-information by adding noise to every pixel at once).
+information by adding noise to every pixel at once), or 07_causal_transformer.py right away.
 
 Run:  python 02_patch_autoregression.py     (train both networks, sample 1,000 digits
                                              per order at k=16; runs/02_patch_autoregression/)
@@ -37,10 +37,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "02_patch_autoregression"
-SIDE = 28
+SIDE = 28  # MNIST's side: 784 pixels, each a grey level; every function takes any other side
 PIXELS = SIDE * SIDE  # 784
 ORDERS = ("contiguous", "scattered")
-TRAIN_KS = [1, 4, 16, 49, 196, 784]  # every k the networks learn (experiments/02_sweep.py's)
 
 
 # %% 0. Settings
@@ -79,44 +78,50 @@ def dequantize(tokens: torch.Tensor, levels: int) -> torch.Tensor:
 # step that reveals it: `group[p] = s`. Then "revealed before step s" is
 # `group < s` and "predicted at step s" is `group == s`, so every pixel is
 # revealed exactly once by construction, which the tests check anyway.
-def check_k(k: int, flag_name: str = "k") -> None:
-    if k < 1 or PIXELS % k:
-        raise common.UserError(f"--{flag_name}: k={k} does not divide the {PIXELS} pixels into "
-                               "equal steps; choose a divisor such as 1, 4, 16, 49, 196, 784")
+def square_ks(side: int = SIDE) -> list[int]:
+    """Each k whose patch is a square dividing the image: 28 -> 1, 4, 16, 49, 196, 784. The
+    networks learn them all; experiments/02_sweep.py samples each."""
+    return [d * d for d in range(1, side + 1) if side % d == 0]
 
 
-def block_shape(k: int) -> tuple[int, int]:
-    """The patch of k pixels, h x w = k, both dividing 28, as square as possible: 4 -> 2x2,
-    16 -> 4x4, 49 -> 7x7, 196 -> quarters. Every divisor of 784 = 2^4 7^2 has one."""
-    check_k(k)
-    shapes = [(h, k // h) for h in range(1, SIDE + 1) if k % h == 0 and SIDE % h == 0
-              and k // h <= SIDE and SIDE % (k // h) == 0 and h <= k // h]
+def check_k(k: int, side: int = SIDE) -> None:
+    if k < 1 or side * side % k:
+        raise ValueError(f"k={k} does not divide the {side * side} pixels into equal steps; "
+                         f"choose a divisor such as {', '.join(map(str, square_ks(side)))}")
+
+
+def block_shape(k: int, side: int = SIDE) -> tuple[int, int]:
+    """The patch of k pixels, h x w = k, both dividing the side, as square as possible (28:
+    4 -> 2x2, 16 -> 4x4, 49 -> 7x7, 196 -> quarters). Every divisor of side^2 has one."""
+    check_k(k, side)
+    shapes = [(h, k // h) for h in range(1, side + 1) if k % h == 0 and side % h == 0
+              and k // h <= side and side % (k // h) == 0 and h <= k // h]
     return min(shapes, key=lambda hw: hw[1] - hw[0])
 
 
-def contiguous_groups(k: int) -> torch.Tensor:
+def contiguous_groups(k: int, side: int = SIDE) -> torch.Tensor:
     """(784,) step of each pixel: h x w patches in raster order (left to right, top down)."""
-    h, w = block_shape(k)
-    rows = torch.arange(SIDE).view(SIDE, 1) // h       # patch row of each pixel
-    cols = torch.arange(SIDE).view(1, SIDE) // w       # patch column
-    return (rows * (SIDE // w) + cols).flatten()       # (28, 28) -> (784,)
+    h, w = block_shape(k, side)
+    rows = torch.arange(side).view(side, 1) // h       # patch row of each pixel
+    cols = torch.arange(side).view(1, side) // w       # patch column
+    return (rows * (side // w) + cols).flatten()       # (28, 28) -> (784,)
 
 
-def scattered_groups(k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+def scattered_groups(k: int, n: int, gen: torch.Generator, side: int = SIDE) -> torch.Tensor:
     """(n, 784) step of each pixel: a fresh random order per image, cut into runs of k."""
-    check_k(k)
-    order = torch.rand(n, PIXELS, generator=gen).argsort(1)  # order[i, j] = j-th pixel revealed
+    check_k(k, side)
+    order = torch.rand(n, side * side, generator=gen).argsort(1)  # order[i, j]: j-th revealed
     rank = order.argsort(1)                                  # rank[i, p] = when pixel p comes
     return rank // k
 
 
-def groups(order: str, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+def groups(order: str, k: int, n: int, gen: torch.Generator, side: int = SIDE) -> torch.Tensor:
     """(n, 784) int64: the step that reveals each pixel of each of n images."""
     if order == "contiguous":
-        return contiguous_groups(k).expand(n, PIXELS).clone()
+        return contiguous_groups(k, side).expand(n, side * side).clone()
     if order == "scattered":
-        return scattered_groups(k, n, gen)
-    raise common.UserError(f"unknown order '{order}'; choose {' or '.join(ORDERS)}")
+        return scattered_groups(k, n, gen, side)
+    raise ValueError(f"unknown order '{order}'; choose {' or '.join(ORDERS)}")
 
 
 # %% 3. The network: partial image and mask in, K logits for every pixel out
@@ -130,18 +135,23 @@ def groups(order: str, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
 # can shape the bottom, and it is cheap, which matters since experiments/02_sweep.py
 # runs it about 1,050 times per sample and order (784 + 196 + 49 + 16 + 4 + 1).
 class MaskedPixelNet(nn.Module):
-    def __init__(self, levels: int, hidden: int):
+    """Any side of at least 1 (square images), levels K of at least 2."""
+
+    def __init__(self, levels: int = 2, hidden: int = 1024, side: int = SIDE):
+        if side < 1 or levels < 2 or hidden < 1:
+            raise ValueError(f"need levels >= 2, hidden >= 1, side >= 1; got {levels}, {hidden}, "
+                             f"{side}")
         super().__init__()
-        self.levels = levels
+        self.levels, self.side, n = levels, side, side * side
         self.net = nn.Sequential(
-            nn.Linear(2 * PIXELS, hidden), nn.GELU(),                  # (B, 1568) -> (B, H)
+            nn.Linear(2 * n, hidden), nn.GELU(),                       # (B, 1568) -> (B, H)
             nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, levels * PIXELS))                         # -> (B, K*784)
+            nn.Linear(hidden, levels * n))                              # -> (B, K*784)
 
     def forward(self, values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """values, known: (B, 784) -> logits (B, K, 784)."""
         k = known.float()
-        return self.net(torch.cat([values * k, k], 1)).view(len(values), self.levels, PIXELS)
+        return self.net(torch.cat([values * k, k], 1)).view(len(values), self.levels, -1)
 
 
 # %% 4. Training: one objective for both orders, the loss on every missing pixel
@@ -168,17 +178,19 @@ class MaskedPixelNet(nn.Module):
 # per image. Random known sets look alike whatever k, but the contiguous
 # order's differ with k (pixel prefixes at k=1, 4x4-patch prefixes at k=16), and
 # drawing k uniformly would give its most used setting a sixth of the training.
-def training_masks(order: str, ks: list[int], n: int, gen: torch.Generator) -> torch.Tensor:
+def training_masks(order: str, ks: list[int], n: int, gen: torch.Generator,
+                   side: int = SIDE) -> torch.Tensor:
     """known (n, 784) bool for n training examples: the pixels of groups 0..s-1."""
-    steps = torch.tensor([PIXELS // k for k in ks], dtype=torch.float)
+    pixels = side * side
+    steps = torch.tensor([pixels // k for k in ks], dtype=torch.float)
     which = torch.multinomial(steps, n, replacement=True, generator=gen)  # k by its steps
-    known = torch.zeros(n, PIXELS, dtype=torch.bool)
+    known = torch.zeros(n, pixels, dtype=torch.bool)
     for i, k in enumerate(ks):
         rows = (which == i).nonzero().flatten()
         if len(rows) == 0:
             continue
-        g = groups(order, k, len(rows), gen)                             # (m, 784)
-        s = torch.randint(PIXELS // k, (len(rows), 1), generator=gen)    # the step being trained
+        g = groups(order, k, len(rows), gen, side)                       # (m, 784)
+        s = torch.randint(pixels // k, (len(rows), 1), generator=gen)    # the step being trained
         known[rows] = g < s
     return known
 
@@ -191,39 +203,43 @@ def masked_loss(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tenso
     return ((nll * weights).sum(1) / weights.sum(1).clamp_min(1)).mean()
 
 
-def train(net: nn.Module, order: str, tokens: torch.Tensor, cfg: Config, ks: list[int],
+def train_step(net: MaskedPixelNet, opt, tokens: torch.Tensor, order: str, ks: list[int],
+               gen: torch.Generator | None = None) -> float:
+    """One optimizer update on tokens (B, 784), each image at a generation step of one of the
+    ks drawn as above, with the loss on every missing pixel; returns the loss."""
+    known = training_masks(order, ks, len(tokens), gen, net.side).to(tokens.device)
+    logits = net(dequantize(tokens, net.levels).flatten(1), known)
+    loss = masked_loss(logits.float(), tokens, (~known).float())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def train(net: MaskedPixelNet, order: str, tokens: torch.Tensor, cfg: Config, ks: list[int],
           gen: torch.Generator, device) -> list[float]:
     """Adam with a cosine-decayed learning rate; returns the loss every step."""
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
-    data = common.batches(tokens, torch.zeros(len(tokens)), cfg.batch_size, gen)
-    progress = common.Progress(cfg.steps, label=f"train {order}")
-    losses = []
+    stream = common.batches(tokens, torch.zeros(len(tokens)), cfg.batch_size, gen)
+    progress, losses = common.Progress(cfg.steps, label=f"train {order}"), []
     net.train()
     for step in range(1, cfg.steps + 1):
-        c, _ = next(data)
-        known = training_masks(order, ks, len(c), gen)
-        c, known = c.to(device), known.to(device)
         with common.autocast(device):
-            logits = net(dequantize(c, cfg.levels).flatten(1), known)
-        loss = masked_loss(logits.float(), c, (~known).float())  # every missing pixel
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            losses.append(train_step(net, opt, next(stream)[0].to(device), order, ks, gen))
         sched.step()
-        losses.append(loss.item())
         progress.update(step, loss=float(np.mean(losses[-50:])))
     net.eval()
     return losses
 
 
-def train_both(nets: nn.ModuleDict, cfg: Config, data: common.Data, device,
-               ks: list[int] = TRAIN_KS) -> dict:
+def train_both(nets: nn.ModuleDict, cfg: Config, data: common.Data, device) -> dict:
     """Each order's network in turn, the same recipe, one random stream; returns extra."""
     gen = torch.Generator().manual_seed(cfg.seed)
     tokens = quantize(data.x_train, cfg.levels)                        # (N, 784) level indices
-    extra = {"train_ks": list(ks), "train_seconds": 0.0}
+    ks = square_ks(nets[ORDERS[0]].side)                               # every k of the sweep
+    extra = {"train_ks": ks, "train_seconds": 0.0}
     for order, net in nets.items():
         n_params = sum(p.numel() for p in net.parameters())
         print(f"training the {order} network ({n_params:,} parameters) on k in {list(ks)}")
@@ -246,19 +262,18 @@ UNKNOWN = 0.3  # the grey that stands for "not drawn yet" in the animation
 
 @torch.no_grad()
 def generate(net: nn.Module, order: str, k: int, n: int, levels: int, gen: torch.Generator,
-             device, batch: int = 128, trace: list | None = None) -> torch.Tensor:
+             device, batch: int = 128, trace: list | None = None, progress=None) -> torch.Tensor:
     """n images (n, 784) of tokens, made in 784/k network evaluations each. `trace`
     (a list), if given, receives the first 8 images after every step as values (8, 784),
-    with the pixels not drawn yet at the grey UNKNOWN."""
-    g = groups(order, k, n, gen)                                         # (n, 784)
-    out, progress = [], common.Progress(n, f"sampling {order}, k={k}")
+    with the pixels not drawn yet at the grey UNKNOWN; progress(images done), if given, is
+    called after each batch of images."""
+    g, out = groups(order, k, n, gen, net.side), []                      # (n, 784)
     for lo in range(0, n, batch):
         gb = g[lo:lo + batch].to(device)
         c = torch.zeros_like(gb)                                         # token of each pixel
         known = torch.zeros_like(gb, dtype=torch.bool)
-        for s in range(PIXELS // k):
-            with common.autocast(device):
-                logits = net(dequantize(c, levels).flatten(1), known).float()  # (b, K, 784)
+        for s in range(net.side ** 2 // k):
+            logits = net(dequantize(c, levels).flatten(1), known).float()  # (b, K, 784)
             now = gb == s                                                # the k pixels of this step
             probs = F.softmax(logits.permute(0, 2, 1)[now], -1)          # (b*k, K)
             # Drawn on the CPU with the run's generator: the same seed gives the same digits.
@@ -269,108 +284,74 @@ def generate(net: nn.Module, order: str, k: int, n: int, levels: int, gen: torch
                 trace.append(torch.where(known, dequantize(c, levels).flatten(1), UNKNOWN)[:8]
                              .cpu())
         out.append(c.cpu())
-        progress.update(lo + len(gb))
+        if progress:
+            progress(lo + len(gb))
     return torch.cat(out)
 
 
 # %% 6. Why the order matters: how strongly the pixels of one step depend on each other
 # Drawing a step's pixels independently is exact when they are independent given
 # the known pixels; the talk's reason why scattered beats contiguous is that
-# neighbours depend strongly on each other. Measured on real held-out digits,
-# from the pixels' covariance S (784 x 784):
+# neighbours depend strongly on each other. experiments/02_sweep.py measures that
+# on real held-out digits, beside the FD of every k, from the pixels' covariance S:
 #   corr_ij = S_ij / sqrt(S_ii S_jj), 0 where pixel i or j never changes;
-#   dependence of a group G = mean over its pairs i != j of |corr_ij|
-#   (one pixel has no pairs: 0, nothing is drawn together).
-# `dependence`: given nothing, averaged over all the steps of the order.
-# `dependence_given_half`: the partial correlations instead, those of the
-# Gaussian approximation's conditional covariance given K, every pixel revealed
-# before the group's step:   C = S_GG - S_GK (S_KK + ridge I)^-1 S_KG,
-# averaged over the steps of the second half (at least half the image known;
-# k=784 has one step, given nothing). The ridge keeps S_KK invertible (corner
-# pixels never change). Scattered: averaged over a few random orders.
-# experiments/02_sweep.py measures both beside the FD of every k.
-RIDGE = 1e-3
-
-
-def pixel_covariance(x: torch.Tensor, levels: int) -> np.ndarray:
-    """S: (784, 784) covariance of images (N, 1, 28, 28) at the model's K levels."""
-    values = dequantize(quantize(x, levels), levels).flatten(1)         # (N, 784)
-    return np.cov(values.double().numpy(), rowvar=False)
-
-
-def mean_pair_correlation(blocks: np.ndarray, tiny: float = 1e-10) -> float:
-    """Covariance blocks (m, k, k) -> the mean |correlation| over blocks and pairs i != j."""
-    m, k, _ = blocks.shape
-    if k < 2:
-        return 0.0
-    var = np.diagonal(blocks, axis1=1, axis2=2)                         # (m, k)
-    scale = np.where(var > tiny, 1 / np.sqrt(np.maximum(var, tiny)), 0.0)
-    corr = np.abs(blocks) * scale[:, :, None] * scale[:, None, :]        # (m, k, k)
-    off = corr.sum((1, 2)) - np.diagonal(corr, axis1=1, axis2=2).sum(1)
-    return float(off.mean() / (k * (k - 1)))
-
-
-def step_covariances(cov: np.ndarray, steps: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
-    """(S, k, k): each step's pixels' covariance C given all earlier steps' pixels.
-    steps (S, k): the pixels of each step. With the pixels in generation order,
-    S + ridge I = L L^T (Cholesky), and C_s = L_ss L_ss^T - ridge I for every s at once."""
-    n_steps, k = steps.shape
-    p = steps.ravel()
-    chol = np.linalg.cholesky(cov[np.ix_(p, p)] + ridge * np.eye(len(p)))
-    diag = chol.reshape(n_steps, k, n_steps, k)[np.arange(n_steps), :, np.arange(n_steps), :]
-    return diag @ diag.transpose(0, 2, 1) - ridge * np.eye(k)           # (S, k, k)
-
-
-def dependence(cov: np.ndarray, order: str, k: int, gen: torch.Generator,
-               draws: int = 4) -> tuple[float, float]:
-    """(dependence, dependence_given_half) of the order at k, as defined above."""
-    figures = []
-    for g in groups(order, k, 1 if order == "contiguous" else draws, gen):
-        steps = torch.argsort(g, stable=True).view(-1, k).numpy()       # (784/k, k) pixels
-        alone = cov[steps[:, :, None], steps[:, None, :]]               # (784/k, k, k)
-        given = step_covariances(cov, steps)[len(steps) // 2:]
-        figures.append((mean_pair_correlation(alone), mean_pair_correlation(given)))
-    a, b = np.mean(figures, 0)
-    return float(a), float(b)
+#   dependence of a group G = mean over its pairs i != j of |corr_ij|,
+# given nothing, and given every pixel revealed before the group's step (the
+# partial correlations of the Gaussian approximation).
 
 
 # %% 7. Putting it together
+def data_side(data: common.Data, k: int = 1) -> int:
+    """The side of the data's images, checked: grey and square, and k dividing its pixels."""
+    channels, side, width = data.x_train.shape[1:]
+    if channels != 1 or side != width:
+        raise common.UserError(f"02 models grey levels of square images: pass grey images "
+                               f"(N, H, H), not {channels}x{side}x{width}")
+    try:
+        check_k(k, side)
+    except ValueError as e:
+        raise common.UserError(f"--k: {e}") from None
+    return side
+
+
 def load_or_train(cfg: Config, out, data: common.Data, device):
     """(cfg, nets, extra): both networks by order, from --load or trained here (the sweep too)."""
-    return common.load_or_train(
-        cfg, out, SCRIPT, ("levels", "hidden"),
-        lambda c: nn.ModuleDict({o: MaskedPixelNet(c.levels, c.hidden) for o in ORDERS}).to(device),
-        lambda m: train_both(m, cfg, data, device))
+    side = data_side(data)
+    return common.load_or_train(cfg, out, SCRIPT, ("levels", "hidden"), lambda c: nn.ModuleDict(
+        {o: MaskedPixelNet(c.levels, c.hidden, side) for o in ORDERS}).to(device),
+        lambda m: train_both(m, cfg, data, device), data)
 
 
 def save_animation(out, traces: dict, k: int) -> None:
     """generation.gif: both orders, a row each, a frame per step (at most 64, the last kept)."""
-    n = len(traces[ORDERS[0]])
+    n, side = len(traces[ORDERS[0]]), math.isqrt(traces[ORDERS[0]][0].shape[1])
     shown = range(n - 1, -1, -math.ceil(n / 64))[::-1]
-    frames = [torch.cat([traces[o][s] for o in ORDERS]).view(-1, SIDE, SIDE) for s in shown]
+    frames = [torch.cat([traces[o][s] for o in ORDERS]).view(-1, side, side) for s in shown]
     common.save_images(out / "generation.gif", frames, len(frames[0]) // 2, list(ORDERS),
                        [f"k={k}: step {s + 1} of {n}, {k * (s + 1)} pixels drawn" for s in shown])
 
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
-    check_k(cfg.k)
     with common.run_folder(cfg, SCRIPT) as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
+        pixels = data_side(data, cfg.k) ** 2
         judge = common.load_judge(data)
         cfg, nets, extra = load_or_train(cfg, out, data, device)
         images, judged, seconds, traces = {}, {}, {}, {o: [] for o in ORDERS}
         for order in ORDERS:  # the same sampling seed for both (not training's: --load agrees)
             start, gen = time.perf_counter(), torch.Generator().manual_seed(cfg.seed + 1)
-            tokens = generate(nets[order], order, cfg.k, cfg.samples, cfg.levels, gen, device,
-                              trace=traces[order] if cfg.gif else None)
+            with common.autocast(device):
+                tokens = generate(nets[order], order, cfg.k, cfg.samples, cfg.levels, gen, device,
+                                  trace=traces[order] if cfg.gif else None, progress=common.
+                                  Progress(cfg.samples, f"sampling {order}, k={cfg.k}").update)
             seconds[order] = time.perf_counter() - start
             images[order] = dequantize(tokens, cfg.levels)               # (N, 28, 28)
             judged[order] = judge.evaluate(images[order]) if judge else {}
         metrics = {**extra, "sample_seconds": sum(seconds.values()), "k": cfg.k,
-                   "evaluations_per_image": PIXELS // cfg.k, "order": cfg.order,
+                   "evaluations_per_image": pixels // cfg.k, "order": cfg.order,
                    "levels": cfg.levels, "device": str(device), **judged[cfg.order],
                    **{f"sample_seconds_{o}": seconds[o] for o in ORDERS},
                    **{f"{key}_{o}": judged[o][key] for o in ORDERS for key in judged[o]
@@ -381,7 +362,7 @@ def main(argv=None):
                 "scattered"]["fd"]
         common.save_images(out / "samples.png", images[cfg.order][:100], 10,
                            titles=f"{SCRIPT}: {cfg.order}, k={cfg.k}, "
-                                  f"{PIXELS // cfg.k} evaluations per image")
+                                  f"{pixels // cfg.k} evaluations per image")
         common.save_samples(out, images[cfg.order])
         if cfg.gif:
             save_animation(out, traces, cfg.k)

@@ -2,6 +2,7 @@
 partial image, generation, the dependence measure, the contract, and experiments/02_sweep.py."""
 import ast
 import importlib
+import math
 import sys
 from pathlib import Path
 
@@ -25,6 +26,40 @@ divisors = st.sampled_from(DIVISORS)
 FAST = settings(max_examples=25, deadline=None)
 CPU = torch.device("cpu")
 
+# What a student copies (tests/test_repository.py takes it out alone, without common).
+LESSON = ["SIDE", "ORDERS", "quantize", "dequantize", "square_ks", "check_k", "block_shape",
+          "contiguous_groups", "scattered_groups", "groups", "MaskedPixelNet", "training_masks",
+          "masked_loss", "train_step", "UNKNOWN", "generate"]
+DRIVER = ["SCRIPT", "PIXELS", "Config", "train", "train_both", "data_side", "load_or_train",
+          "save_animation", "main"]
+
+
+def travel(m):
+    """One training step and a sample of two, on 16x16 grey images and on MNIST's 28x28."""
+    for side in (16, m.SIDE):
+        torch.manual_seed(0)
+        net = m.MaskedPixelNet(2, 16, side)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        tokens = m.quantize(torch.rand(4, 1, side, side), 2)                # (4, side*side)
+        before = net.net[0].weight.clone()
+        for order in m.ORDERS:
+            loss = m.train_step(net, opt, tokens, order, m.square_ks(side),
+                                torch.Generator().manual_seed(0))
+            assert math.isfinite(loss) and not torch.equal(before, net.net[0].weight)
+            x = m.generate(net.eval(), order, 16, 2, 2, torch.Generator().manual_seed(1), "cpu")
+            assert x.shape == (2, side * side) and m.dequantize(x, 2).shape == (2, side, side)
+            assert set(x.unique().tolist()) <= {0, 1}
+
+
+def test_the_lesson_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="does not divide the 256 pixels"):
+        mod.groups("scattered", 3, 1, torch.Generator(), side=16)
+    with pytest.raises(ValueError, match="unknown order"):
+        mod.groups("spiral", 4, 1, torch.Generator())
+    with pytest.raises(ValueError, match="levels >= 2"):
+        mod.MaskedPixelNet(1, 16)
+    assert mod.square_ks(16) == [1, 4, 16, 64, 256]
+
 
 class RandomNet(torch.nn.Module):
     """A fixed random function of (values, known), low rank to be cheap: enough to
@@ -33,7 +68,7 @@ class RandomNet(torch.nn.Module):
     def __init__(self, levels=4, seed=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.levels = levels
+        self.levels, self.side = levels, 28
         self.a = torch.randn(2 * 784, 8, generator=g) * 0.05
         self.b = torch.randn(8, levels * 784, generator=g) * 0.5
 
@@ -237,8 +272,8 @@ def test_quantize_and_dequantize_are_01s_word_for_word():
 # %% The dependence measure (section 6)
 def test_independent_pixels_have_no_dependence():
     cov = np.diag([0.5, 1.0, 2.0, 0.1])
-    assert mod.mean_pair_correlation(cov[None]) == 0
-    assert mod.mean_pair_correlation(mod.step_covariances(cov, np.array([[0, 1], [2, 3]]))) \
+    assert sweep.mean_pair_correlation(cov[None]) == 0
+    assert sweep.mean_pair_correlation(sweep.step_covariances(cov, np.array([[0, 1], [2, 3]]))) \
         == pytest.approx(0, abs=1e-12)
 
 
@@ -246,11 +281,11 @@ def test_independent_pixels_have_no_dependence():
 @given(a=st.floats(0.1, 10), b=st.floats(0.1, 10), sign=st.sampled_from([-1, 1]))
 def test_perfectly_correlated_pairs_score_one_and_constant_pixels_zero(a, b, sign):
     pair = np.array([[a * a, sign * a * b], [sign * a * b, b * b]])
-    assert mod.mean_pair_correlation(pair[None]) == pytest.approx(1)
+    assert sweep.mean_pair_correlation(pair[None]) == pytest.approx(1)
     with_constant = np.zeros((3, 3))
     with_constant[:2, :2] = pair          # pixel 2 never changes: its two pairs count 0
-    assert mod.mean_pair_correlation(with_constant[None]) == pytest.approx(1 / 3)
-    assert mod.mean_pair_correlation(pair[None, :1, :1]) == 0   # one pixel, no pairs
+    assert sweep.mean_pair_correlation(with_constant[None]) == pytest.approx(1 / 3)
+    assert sweep.mean_pair_correlation(pair[None, :1, :1]) == 0   # one pixel, no pairs
 
 
 def test_conditioning_on_a_common_cause_removes_the_correlation():
@@ -258,10 +293,10 @@ def test_conditioning_on_a_common_cause_removes_the_correlation():
     # z and an unrelated pixel w, step 1 the pair (x1, x2).
     cov = np.array([[1.0, 0, 1, 1], [0, 1, 0, 0], [1, 0, 2, 1], [1, 0, 1, 2]])
     steps = np.array([[0, 1], [2, 3]])
-    assert mod.mean_pair_correlation(cov[None, 2:, 2:]) == pytest.approx(0.5)
-    given = mod.step_covariances(cov, steps)
+    assert sweep.mean_pair_correlation(cov[None, 2:, 2:]) == pytest.approx(0.5)
+    given = sweep.step_covariances(cov, steps)
     assert np.allclose(given[0], cov[:2, :2])                          # step 0: given nothing
-    assert mod.mean_pair_correlation(given[1:]) == pytest.approx(0, abs=2 * mod.RIDGE)
+    assert sweep.mean_pair_correlation(given[1:]) == pytest.approx(0, abs=2 * sweep.RIDGE)
 
 
 @FAST
@@ -271,25 +306,25 @@ def test_step_covariances_are_the_schur_complements(seed, k):
     a = rng.normal(size=(12, 30))
     cov = np.cov(a)                                                   # 12 x 12, full rank
     steps = rng.permutation(12).reshape(-1, k)
-    got = mod.step_covariances(cov, steps)
+    got = sweep.step_covariances(cov, steps)
     for s, group in enumerate(steps):
         known = steps[:s].ravel()
         want = cov[np.ix_(group, group)]
         if len(known):
-            s_kk = cov[np.ix_(known, known)] + mod.RIDGE * np.eye(len(known))
+            s_kk = cov[np.ix_(known, known)] + sweep.RIDGE * np.eye(len(known))
             want = want - cov[np.ix_(group, known)] @ np.linalg.solve(s_kk,
                                                                       cov[np.ix_(known, group)])
         assert np.allclose(got[s], want, atol=1e-9)
 
 
 def test_neighbours_depend_on_each_other_more_than_scattered_pixels(data):
-    cov = mod.pixel_covariance(data.x_held, 2)
+    cov = sweep.pixel_covariance(data.x_held, 2)
     gen = torch.Generator().manual_seed(0)
     for k in (4, 16, 49):
-        near, far = (mod.dependence(cov, o, k, gen) for o in ("contiguous", "scattered"))
+        near, far = (sweep.dependence(cov, o, k, gen) for o in ("contiguous", "scattered"))
         assert near[0] > far[0] and near[1] > far[1], (k, near, far)
-    assert mod.dependence(cov, "contiguous", 1, gen) == (0.0, 0.0)   # nothing drawn together
-    whole = [mod.dependence(cov, o, 784, gen) for o in mod.ORDERS]   # one group: the image
+    assert sweep.dependence(cov, "contiguous", 1, gen) == (0.0, 0.0)   # nothing drawn together
+    whole = [sweep.dependence(cov, o, 784, gen) for o in mod.ORDERS]   # one group: the image
     assert whole[0] == pytest.approx(whole[1]) and whole[0][0] == pytest.approx(whole[0][1])
 
 
@@ -297,11 +332,11 @@ def test_neighbours_depend_on_each_other_more_than_scattered_pixels(data):
 def test_dependence_is_finite_on_a_small_held_out_set(data):
     # 20 held-out digits (the smallest set common accepts holds out 20): many pixels never
     # change there, and the ridge keeps every figure finite.
-    cov = mod.pixel_covariance(data.x_held[:20], 2)
+    cov = sweep.pixel_covariance(data.x_held[:20], 2)
     gen = torch.Generator().manual_seed(0)
     for order in mod.ORDERS:
         for k in (1, 16, 784):
-            assert np.isfinite(mod.dependence(cov, order, k, gen)).all()
+            assert np.isfinite(sweep.dependence(cov, order, k, gen)).all()
 
 
 # %% The contract
@@ -317,7 +352,7 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert saved["order"] == "scattered" and saved["fd"] == saved["fd_scattered"]
     assert saved["fd_contiguous_over_scattered"] == pytest.approx(
         saved["fd_contiguous"] / saved["fd_scattered"])
-    assert saved["train_ks"] == mod.TRAIN_KS and saved["config"]["levels"] == 2
+    assert saved["train_ks"] == mod.square_ks(28) and saved["config"]["levels"] == 2
     assert check_gif(out / "generation.gif") >= 4         # one frame per step of k=196
     model_bytes = (out / "model.pt").read_bytes()
     x = np.load(out / "samples.npz")["x"]
@@ -380,3 +415,5 @@ def test_sweep_measures_both_orders_and_the_control(tmp_path):
 def test_sweep_needs_the_control(tmp_path, capsys):
     one_line_error(sweep.main, ["--ks", "4,16", "--out", str(tmp_path)], capsys, "must include 1")
     one_line_error(sweep.main, ["--ks", "5", "--out", str(tmp_path)], capsys, "does not divide")
+    one_line_error(sweep.main, ["--order", "contiguous", "--out", str(tmp_path)], capsys,
+                   "unrecognized")
