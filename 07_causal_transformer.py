@@ -16,10 +16,8 @@ onwards lean on. After: 08_latent_diffusion.py.
 
 Run:  python 07_causal_transformer.py  (train, sample 1,000 digits, judge them; generation.gif
                                          shows 16 filling in; runs/07_causal_transformer/)
-      python experiments/07_one_pass.py   (all positions per evaluation against one)
-      python experiments/07_mask_cost.py  (what the causal mask costs)
-      python experiments/07_versus_01.py  (against chapter 01, at 01's training time)
-      python experiments/07_text.py       (the same model on Python's help text)
+      python experiments/07_one_pass.py, 07_mask_cost.py, 07_versus_01.py, 07_text.py: one
+      pass against one position, the mask's cost, 07 against 01, on Python's help text
 """
 from __future__ import annotations
 
@@ -35,8 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "07_causal_transformer"
-SIDE = 28
-N_PIXELS = SIDE * SIDE  # 784 generation steps per digit
+SIDE = 28  # MNIST's side: 784 pixels, each a grey level; every function takes any other side
 SHAPE_KEYS = ("levels", "d_model", "layers", "heads", "hint")  # what a checkpoint's model is
 EVAL_IMAGES = 1000  # held-out digits for bits per pixel
 SAMPLE_BATCH = 250  # digits generated together: the cache holds layers x 2 x B x 784 x D floats
@@ -53,8 +50,7 @@ class Config(common.BaseConfig):
     heads: int = common.flag(2, "attention heads (must divide --d-model)", min=1)
     lr: float = common.flag(4e-3, "peak AdamW learning rate (warm-up, cosine to 0)", min=0.0)
     temperature: float = common.flag(1.0, "sampling temperature (1 = as learned)", min=0.01)
-    hint: bool = common.flag(True, "hand each position the drawn pixels around it "
-                             "(section 1); --no-hint is the plain GPT")
+    hint: bool = common.flag(True, "hand each position the drawn pixels around it (section 1)")
     attention: str = common.flag("fused", "fused: torch's kernel; explicit: section 2's "
                                  "(same numbers, slower)", choices=["fused", "explicit"])
 
@@ -80,10 +76,9 @@ def dequantize(tokens: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def shift_right(tokens: torch.Tensor, bos: int) -> torch.Tensor:
-    """The network's input: (B, T) targets -> (B, T) inputs [BOS, t_0, ..., t_{T-2}].
-    Output i must predict token i from tokens 0..i-1 only: shifted one place right behind
-    a begin-of-sequence token (BOS), input i holds token i-1, and the causal mask (section
-    2) lets output i see inputs 0..i, which are exactly BOS, t_0 .. t_{i-1}."""
+    """(B, T) targets -> (B, T) inputs [BOS, t_0, ..., t_{T-2}]: output i must predict token
+    i from tokens 0..i-1 only; shifted right behind a begin-of-sequence token (BOS), input i
+    holds token i-1, and the causal mask (section 2) lets output i see inputs 0..i only."""
     start = torch.full_like(tokens[:, :1], bos)
     return torch.cat([start, tokens[:, :-1]], dim=1)
 
@@ -99,16 +94,16 @@ def shift_right(tokens: torch.Tensor, bos: int) -> torch.Tensor:
 NEIGHBOURS = [(dr, dc) for dr in (-2, -1) for dc in (-2, -1, 0, 1, 2)] + [(0, -2)]  # (rows, cols)
 
 
-def neighbour_pixels(tokens: torch.Tensor, pad: int, start: int = 0,
-                     stop: int | None = None) -> torch.Tensor:
-    """Targets (B, T) -> (B, stop - start, 11): for each position i in start..stop-1 the
-    token at each offset of NEIGHBOURS from pixel i, or pad off the grid."""
+def neighbour_pixels(tokens: torch.Tensor, pad: int, start: int = 0, stop: int | None = None,
+                     width: int = SIDE) -> torch.Tensor:
+    """Targets (B, T), rows of `width` pixels -> (B, stop - start, 11): for each position i
+    in start..stop-1 the token at each offset of NEIGHBOURS from pixel i, or pad off the grid."""
     stop = tokens.shape[1] if stop is None else stop
     pos = torch.arange(start, stop, device=tokens.device)[:, None]         # (T', 1)
     dr, dc = torch.tensor(NEIGHBOURS, device=tokens.device).T              # (11,) each
-    row, col = pos // SIDE + dr, pos % SIDE + dc                            # (T', 11)
-    on_grid = (row >= 0) & (col >= 0) & (col < SIDE)
-    src = (row * SIDE + col).clamp(min=0)     # raster index of each neighbour, < i
+    row, col = pos // width + dr, pos % width + dc                          # (T', 11)
+    on_grid = (row >= 0) & (col >= 0) & (col < width)
+    src = (row * width + col).clamp(min=0)    # raster index of each neighbour, < i
     got = tokens[:, src]                      # (B, T', 11): used only where on_grid
     return torch.where(on_grid, got, torch.full_like(got, pad))
 
@@ -127,8 +122,7 @@ def causal_mask(t_query: int, t_key: int | None = None, device=None) -> torch.Te
     """Bool (Tq, Tk): True where query i may look at key j, i.e. j <= i + (Tk - Tq): the
     lower triangle, shifted right when Tq new queries follow cached keys (section 5)."""
     t_key = t_query if t_key is None else t_key
-    ones = torch.ones(t_query, t_key, dtype=torch.bool, device=device)
-    return ones.tril(diagonal=t_key - t_query)
+    return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(t_key - t_query)
 
 
 def attention(q, k, v, mask=None) -> torch.Tensor:
@@ -190,19 +184,19 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """A causal transformer over `vocab` symbols plus a BOS token. Attention is blind to
-    order, so each position adds a learned position vector to its token's: how the model
-    knows a pixel sits at row 3, column 17 (with `width`, a row plus a column vector)."""
+    """A causal transformer over `vocab` symbols plus a BOS token; heads must divide d_model.
+    Attention is blind to order, so each position adds a learned position vector to its
+    token's: how it knows a pixel sits at row 3, column 17 (with `width`, the row length the
+    hint needs, a row plus a column vector)."""
 
     def __init__(self, vocab: int, length: int, d_model: int = 64, layers: int = 3,
                  heads: int = 4, fused: bool = True, width: int = 0, hint: bool = False,
                  causal: bool = True):
         super().__init__()
-        if d_model % heads:
-            raise common.UserError(f"--heads {heads} must divide --d-model {d_model}")
-        self.vocab, self.length, self.bos, self.width = vocab, length, vocab, width
+        if d_model % heads or (hint and not width):
+            raise ValueError(f"heads {heads} must divide d_model {d_model}; a hint needs a width")
+        self.vocab, self.length, self.bos, self.width, self.hint = vocab, length, vocab, width, hint
         self.tok_emb = nn.Embedding(vocab + 1, d_model)          # + 1: the BOS token
-        self.hint = hint
         if hint:  # one table per neighbour of the hint (section 1); row `vocab` = PAD
             self.hint_emb = nn.ModuleList(nn.Embedding(vocab + 1, d_model) for _ in NEIGHBOURS)
         if width:
@@ -215,24 +209,21 @@ class GPT(nn.Module):
         self.head = nn.Linear(d_model, vocab)                    # logits over the next token
         # GPT-2's initialisation: small normal weights, so every block starts as nearly the
         # identity on the residual stream and the first loss is close to log(vocab).
-        for p_name, p in self.named_parameters():
-            if p.dim() >= 2:
-                nn.init.normal_(p, std=0.02)
-            elif p_name.endswith("bias"):
-                nn.init.zeros_(p)
+        for p_name, p in self.named_parameters():  # (layer norms' gains stay 1)
+            if p.dim() >= 2 or p_name.endswith("bias"):
+                nn.init.normal_(p, std=0.02) if p.dim() >= 2 else nn.init.zeros_(p)
 
     def inputs(self, tokens: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Targets (B, T) -> the network's inputs at positions start..stop-1: the previous
-        token (B, T') or, with the hint, the previous token and its neighbours (B, T', 1 + 11).
-        Input i reads targets before i only. Only positions start..stop-1 are built, so
-        generation's one new position per step costs the same at every step."""
+        """Targets (B, T) -> the network's inputs at positions start..stop-1 only (so each
+        step of generation costs the same): the previous token (B, T') or, with the hint, it
+        and its neighbours (B, T', 1 + 11). Input i reads targets before i only."""
         stop = tokens.shape[1] if stop is None else stop
         # Input i holds token i - 1 (shift_right); position 0 holds BOS.
         prev = shift_right(tokens[:, :stop], self.bos) if start == 0 else \
             tokens[:, start - 1:stop - 1]
         if not self.hint:
             return prev
-        hint = neighbour_pixels(tokens, self.vocab, start, stop)
+        hint = neighbour_pixels(tokens, self.vocab, start, stop, self.width)
         return torch.cat([prev.unsqueeze(-1), hint], dim=-1)
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -263,10 +254,15 @@ class GPT(nn.Module):
         return logits
 
 
-def build(cfg: Config, causal: bool = True) -> GPT:
-    """The digit model of the settings: K levels, 784 positions in rows of 28."""
-    return GPT(cfg.levels, N_PIXELS, cfg.d_model, cfg.layers, cfg.heads,
-               fused=cfg.attention == "fused", width=SIDE, hint=cfg.hint, causal=causal)
+def build(cfg: Config, causal: bool = True, shape=(1, SIDE, SIDE)) -> GPT:
+    """The model of the settings for grey images `shape` (1, H, H): H*H positions in rows of H."""
+    if shape[0] != 1 or shape[1] != shape[2]:
+        raise common.UserError("07 models grey levels of square images: pass grey images "
+                               f"(N, H, H), not {'x'.join(map(str, shape))}")
+    if cfg.d_model % cfg.heads:
+        raise common.UserError(f"--heads {cfg.heads} must divide --d-model {cfg.d_model}")
+    return GPT(cfg.levels, shape[1] * shape[2], cfg.d_model, cfg.layers, cfg.heads,
+               fused=cfg.attention == "fused", width=shape[2], hint=cfg.hint, causal=causal)
 
 
 # %% 4. The loss: all positions, one pass
@@ -295,9 +291,8 @@ def one_position_loss(model: GPT, tokens: torch.Tensor, i: int) -> torch.Tensor:
 
 def random_position_loss(gen: torch.Generator, length: int):
     """one_position_loss at a position drawn uniformly from 0..length-1 for each batch."""
-    def loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
-        return one_position_loss(model, tokens, int(torch.randint(length, (1,), generator=gen)))
-    return loss
+    return lambda model, tokens: one_position_loss(
+        model, tokens, int(torch.randint(length, (1,), generator=gen)))
 
 
 @torch.no_grad()
@@ -336,8 +331,7 @@ class KVCache:
             # Allocated once, at the full length to generate, and filled in place: growing
             # a tensor by concatenation every step would copy the whole cache each time.
             b, h, _, dh = k.shape
-            self.k[layer] = k.new_empty(b, h, self.t_max, dh)
-            self.v[layer] = v.new_empty(b, h, self.t_max, dh)
+            self.k[layer], self.v[layer] = (x.new_empty(b, h, self.t_max, dh) for x in (k, v))
         end = self.length + k.shape[2]
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
@@ -349,6 +343,8 @@ def draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Ten
     u (B,): the first token whose cumulative probability exceeds u. Passing u in lets the
     cached and uncached paths draw alike, so they must agree token for token. Temperature
     < 1 sharpens the distribution (fewer stray pixels, less variety); > 1 flattens it."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be above 0, got {temperature}")
     probs = F.softmax(logits.float() / temperature, dim=-1)                # (B, vocab)
     token = (probs.cumsum(-1) < u.unsqueeze(-1).to(probs.device)).sum(-1)  # (B,)
     return token.clamp_(max=logits.shape[-1] - 1)  # guards u above a total that rounded below 1
@@ -365,11 +361,10 @@ def generate(model: GPT, n: int, temperature: float = 1.0, gen: torch.Generator 
     cache = KVCache(len(model.blocks), length) if use_cache else None
     for t in range(length):
         # Input t reads the tokens drawn before t only: the unfilled rest of `out` is never seen.
-        with common.autocast(device):
-            if use_cache:  # one new position -> (n, vocab)
-                logits = model(model.inputs(out, t, t + 1), cache)[:, -1]
-            else:          # all t + 1 positions, recomputed -> (n, vocab)
-                logits = model(model.inputs(out, 0, t + 1))[:, -1]
+        if use_cache:  # one new position -> (n, vocab)
+            logits = model(model.inputs(out, t, t + 1), cache)[:, -1]
+        else:          # all t + 1 positions, recomputed -> (n, vocab)
+            logits = model(model.inputs(out, 0, t + 1))[:, -1]
         out[:, t] = draw(logits, temperature, torch.rand(n, generator=gen))
     return out
 
@@ -379,7 +374,8 @@ def generate_batched(model: GPT, n: int, batch: int, temperature: float,
     """generate() in groups of `batch` sequences, all from one random stream."""
     out, progress = [], common.Progress(n, "sampling")
     for i in range(0, n, batch):
-        out.append(generate(model, min(batch, n - i), temperature, gen))
+        with common.autocast(next(model.parameters()).device):
+            out.append(generate(model, min(batch, n - i), temperature, gen))
         progress.update(i + len(out[-1]))
     return torch.cat(out)
 
@@ -393,6 +389,16 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.05) -> float:
     if progress < warmup:
         return peak * progress / warmup
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def train_step(model: GPT, opt, tokens: torch.Tensor, loss_fn=sequence_loss) -> float:
+    """One optimizer update of loss_fn(model, tokens) on tokens (B, T); returns it in bits."""
+    loss = loss_fn(model, tokens)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # one bad batch cannot throw it far
+    opt.step()
+    return loss.item() / math.log(2)
 
 
 def train(model: GPT, next_batch, cfg: Config, device, label: str = "train",
@@ -409,14 +415,9 @@ def train(model: GPT, next_batch, cfg: Config, device, label: str = "train",
             group["lr"] = learning_rate(step / cfg.steps, cfg.lr)
         tokens = next_batch().to(device)
         with common.autocast(device):
-            loss = loss_fn(model, tokens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # one bad batch cannot throw it far
-        opt.step()
+            losses.append(train_step(model, opt, tokens, loss_fn))
         # every position is a target of sequence_loss; one per sequence of one_position_loss
         targets += tokens.numel() if loss_fn is sequence_loss else len(tokens)
-        losses.append(loss.item() / math.log(2))
         progress.update(step + 1, loss_bits=float(np.mean(losses[-50:])))
     seconds = progress.elapsed()
     return {"train_seconds": seconds, "steps": cfg.steps, "targets_per_second": targets / seconds,
@@ -436,11 +437,11 @@ GIF_IMAGES, GIF_EVERY = 16, 16  # 16 samples, a frame every 16 pixels: 50 frames
 def save_animation(path, tokens: torch.Tensor, levels: int) -> None:
     """generation.gif from finished samples: generation never changes a drawn pixel, so
     after p steps pixels 0..p-1 are as they end up; the rest are shown light grey."""
-    images = tokens[:GIF_IMAGES].float() / (levels - 1)                   # (n, 784)
-    steps = list(range(0, N_PIXELS, GIF_EVERY)) + [N_PIXELS]
-    frames = [torch.where(torch.arange(N_PIXELS) < p, images, 0.25).view(-1, SIDE, SIDE)
-              for p in steps]
-    common.save_images(path, frames, 8, titles=[f"pixel {p} of {N_PIXELS}" for p in steps])
+    images = dequantize(tokens[:GIF_IMAGES], levels)                     # (n, 28, 28)
+    n = images[0].numel()
+    steps = list(range(0, n, GIF_EVERY)) + [n]
+    frames = [torch.where(torch.arange(n).view_as(images[0]) < p, images, 0.25) for p in steps]
+    common.save_images(path, frames, 8, titles=[f"pixel {p} of {n}" for p in steps])
 
 
 def main(argv=None):
@@ -451,8 +452,8 @@ def main(argv=None):
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
         cfg, model, extra = common.load_or_train(
-            cfg, out, SCRIPT, SHAPE_KEYS, lambda c: build(c).to(device),
-            lambda m: train(m, digit_batches(data, cfg, gen), cfg, device))
+            cfg, out, SCRIPT, SHAPE_KEYS, lambda c: build(c, shape=data.x_train.shape[1:])
+            .to(device), lambda m: train(m, digit_batches(data, cfg, gen), cfg, device), data)
         bpp = bits_per_token(model, quantize(data.x_held[:EVAL_IMAGES], cfg.levels), device)
         start = time.perf_counter()
         tokens = generate_batched(model, cfg.samples, SAMPLE_BATCH, cfg.temperature,

@@ -57,7 +57,7 @@ def one_position_bits(model, tokens: torch.Tensor, positions: list[int],
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("samples", "temperature", "gif"))
     if cfg.load:  # only the checkpoint's architecture is used: both copies start afresh
         saved = common.load_checkpoint(cfg.load, ch.SCRIPT)["config"]
         cfg = dataclasses.replace(cfg, **{k: saved[k] for k in ch.SHAPE_KEYS if k in saved})
@@ -67,7 +67,7 @@ def main(argv=None):
         data = common.load_data(cfg.data)
         held = ch.quantize(data.x_held[:EVAL_IMAGES], cfg.levels)
         pick = torch.Generator().manual_seed(0)
-        positions = sorted(torch.randperm(ch.N_PIXELS, generator=pick)[:EVAL_POSITIONS].tolist())
+        positions = sorted(torch.randperm(ch.SIDE ** 2, generator=pick)[:EVAL_POSITIONS].tolist())
         bits, m = {}, {"steps": cfg.steps, "targets": cfg.steps * cfg.batch_size,
                        "eval_images": len(held), "eval_positions": len(positions)}
         for name, causal in (("causal", True), ("full", False)):
@@ -75,7 +75,7 @@ def main(argv=None):
             net = ch.build(cfg, causal).to(device)
             trained = ch.train(net, ch.digit_batches(data, cfg, torch.Generator().manual_seed(
                 cfg.seed)), cfg, device, f"{name} attention", ch.random_position_loss(
-                torch.Generator().manual_seed(cfg.seed + 1), ch.N_PIXELS))
+                torch.Generator().manual_seed(cfg.seed + 1), ch.SIDE ** 2))
             bits[name] = one_position_bits(net, held, positions, device)  # (N, P)
             m[f"{name}_bits_per_pixel"] = float(bits[name].mean())
             m[f"{name}_train_seconds"] = trained["train_seconds"]

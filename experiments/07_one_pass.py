@@ -8,11 +8,16 @@ without the causal mask must be trained). Each training is timed; reported are t
 learned per second both ways, their ratio, and each copy's held-out bits per pixel after
 its steps (what the same number of updates taught it). Only the loss differs.
 
-Why the ratio is not 784: each target of the causal pass pays attention over up to 784
-earlier positions, while the one-position pass runs on a prefix of i + 1 positions, 392 on
-average, so it costs about half a full pass, not 1/784 of one. Costs that do not grow with
+Why the ratio is not 784: the one-position pass runs on a prefix of L = i + 1 positions,
+i uniform in 0..T-1 (T = 784), not on one. Its parts whose cost grows with L (embeddings,
+the projections and MLPs, the head) cost on average (T + 1) / 2T = 0.50 of a full pass;
+causal attention, whose cost grows with L(L + 1), costs (T + 2) / 3T = 0.33 of it. At 07's
+default widths (d_model 64, 4x wider MLPs) attention is 0.51 of a full pass's multiply-adds
+(per position and layer: 12 d^2 for the rest, d (T + 1) for attention), so a one-position
+evaluation costs 0.49 x 0.50 + 0.51 x 0.33 = 0.42 of a full pass in arithmetic, and the
+ratio would be 784 x 0.42, about 330, if arithmetic were all. Costs that do not grow with
 the length (the optimizer step, Python's own overhead) are paid once per evaluation and
-weigh the other way.
+raise the measured ratio towards 784.
 
 The same causality lets generation keep every position's keys and values (07, section 5):
 the first rows of a few digits are generated with and without the key/value cache, from
@@ -55,7 +60,7 @@ def cache_check(model, seed: int) -> dict:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("samples", "temperature", "gif"))
     with common.run_folder(cfg, "07_one_pass") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
@@ -68,7 +73,7 @@ def main(argv=None):
         metrics, nets = {"steps": cfg.steps, "batch_size": cfg.batch_size}, {}
         for way in ("causal", "one_position"):
             loss_fn = ch.sequence_loss if way == "causal" else ch.random_position_loss(
-                torch.Generator().manual_seed(cfg.seed), ch.N_PIXELS)
+                torch.Generator().manual_seed(cfg.seed), ch.SIDE ** 2)
             batches = ch.digit_batches(data, cfg, torch.Generator().manual_seed(cfg.seed))
             net, label = copy.deepcopy(start), f"{way.replace('_', ' ')} training"
             # Two untimed steps first: a process's first steps also pay one-time set-up costs.

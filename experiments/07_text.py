@@ -83,7 +83,7 @@ def random_windows(ids: torch.Tensor, n: int, length: int, gen: torch.Generator)
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("data", "samples", "gif"))
     if cfg.load:  # the text must hold windows of the saved model's length
         saved = common.load_checkpoint(cfg.load, SCRIPT)["config"]
         cfg = dataclasses.replace(cfg, context=saved.get("context", cfg.context))

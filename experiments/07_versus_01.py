@@ -57,9 +57,7 @@ def step_seconds(cfg: Config, data, device) -> float:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
-    if cfg.load:
-        raise common.UserError("07_versus_01 trains 07 for 01's time itself; drop --load")
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("load", "gif"))
     other = read_01(cfg)
     with common.run_folder(cfg, "07_versus_01") as out:
         gen = common.seed_everything(cfg.seed)

@@ -21,6 +21,39 @@ ROOT = Path(__file__).resolve().parent.parent
 mod = importlib.import_module("07_causal_transformer")
 sys.path.insert(0, str(ROOT / "experiments"))
 
+# What a student copies (tests/test_repository.py takes it out alone, without common).
+LESSON = ["SIDE", "quantize", "dequantize", "shift_right", "NEIGHBOURS", "neighbour_pixels",
+          "causal_mask", "attention", "CausalSelfAttention", "Block", "GPT", "sequence_loss",
+          "one_position_loss", "random_position_loss", "KVCache", "draw", "generate",
+          "learning_rate", "train_step"]
+DRIVER = ["SCRIPT", "SHAPE_KEYS", "EVAL_IMAGES", "SAMPLE_BATCH", "Config", "build",
+          "bits_per_token", "generate_batched", "train", "digit_batches", "GIF_IMAGES",
+          "GIF_EVERY", "save_animation", "main"]
+
+
+def travel(m):
+    """One training step and a sample of two, on 16x16 grey images and on MNIST's 28x28."""
+    for side in (16, m.SIDE):
+        torch.manual_seed(0)
+        model = m.GPT(2, side * side, d_model=16, layers=1, heads=2, width=side, hint=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=m.learning_rate(0.5, 1e-2))
+        tokens = m.quantize(torch.rand(4, 1, side, side), 2)                # (4, side*side)
+        before = model.head.weight.clone()
+        loss = m.train_step(model, opt, tokens)
+        assert math.isfinite(loss) and not torch.equal(before, model.head.weight)
+        x = m.dequantize(m.generate(model, 2, 1.0, torch.Generator().manual_seed(1)), 2)
+        assert x.shape == (2, side, side) and set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_lesson_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="must divide"):
+        mod.GPT(3, 16, d_model=16, heads=3)
+    with pytest.raises(ValueError, match="needs a width"):
+        mod.GPT(3, 16, d_model=16, heads=2, hint=True)
+    with pytest.raises(ValueError, match="temperature"):
+        mod.draw(torch.zeros(2, 3), 0.0, torch.rand(2))
+
+
 LENGTH = 12  # positions of the tiny models below
 HINTED = 2 * 28 + 5  # positions of the tiny hinted models: two rows and a few pixels of the third
 
@@ -482,3 +515,18 @@ def test_text_experiment(tmp_path, capsys):
     other.write_text("ABCDEFGHIJKLMNOPQRSTUVWXYZ! " * 60)  # as many characters, other ones
     one_line_error(text_exp.main, ["--text", str(other), "--load", str(out / "model.pt")] + bad,
                    capsys, "other characters")
+
+
+def test_the_hint_follows_the_row_length():
+    t = torch.arange(25).view(1, 25)                                 # a 5x5 grid, token = index
+    hint = mod.neighbour_pixels(t, pad=99, width=5)[0, 12]           # pixel (2, 2)
+    assert hint.tolist() == [(2 + dr) * 5 + 2 + dc for dr, dc in mod.NEIGHBOURS]
+    assert mod.neighbour_pixels(t, pad=99, width=5)[0, 5, 2].item() == 99  # off the grid
+
+
+def test_experiments_offer_only_the_flags_they_read(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "x")]
+    for name, flag in (("07_one_pass", "--samples"), ("07_mask_cost", "--temperature"),
+                       ("07_versus_01", "--load"), ("07_text", "--data")):
+        one_line_error(importlib.import_module(name).main, [flag, "2"] + out, capsys,
+                       "unrecognized")
