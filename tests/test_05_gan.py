@@ -413,18 +413,6 @@ def test_walks_experiment(tiny_run, tmp_path, capsys):
                        "unrecognized")
 
 
-def test_the_mlp_pair_takes_a_size_the_conv_pair_refuses(tmp_path):
-    # Issue 39 (tests/test_repository.py runs the conv pair on colour and grey data of other
-    # sizes, and refuses 30x30 in one line): --arch mlp trains, samples and saves 30x30 ones.
-    x = np.random.default_rng(0).integers(0, 256, (120, 30, 30, 3), dtype=np.uint8)
-    np.savez(tmp_path / "odd.npz", x=x, y=np.arange(120) % 2)
-    out = tmp_path / "run"
-    gan.main(TINY + ["--data", str(tmp_path / "odd.npz"), "--arch", "mlp", "--samples", "8",
-                     "--no-gif", "--out", str(out)])
-    assert np.load(out / "samples.npz")["x"].shape == (8, 30, 30, 3)
-    assert "fd" not in strict_json(out / "metrics.json") and not (out / "modes.png").exists()
-
-
 def test_slerp_ends_and_keeps_the_norm():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
