@@ -80,6 +80,14 @@ step 09_prompt_following runs/09_prompt_following python experiments/09_prompt_f
     --load runs/09_text_to_image/model.pt
 step 09_sketch runs/09_sketch python experiments/09_sketch.py
 
+# What the chapters' exercises ask beyond the claims (docs/exercises.md, scripts/exercises.py).
+step 01_temperature runs/01_temperature python 01_autoregressive_pixels.py --no-gif \
+    --load runs/01_autoregressive_pixels/model.pt --temperature 0.5 --out runs/01_temperature
+step 03_eta0 runs/03_eta0 python 03_ddpm.py --no-gif --load runs/03_ddpm/model.pt --eta 0 \
+    --out runs/03_eta0
+step 08_guidance4 runs/08_guidance4 python 08_latent_diffusion.py --no-gif \
+    --load runs/08_latent_diffusion/model.pt --guidance 4 --out runs/08_guidance4
+
 python scripts/results.py collect     # runs/ -> docs/results.json and the pictures in docs/
 python scripts/results.py render      # docs/results.json -> README.md, docs/results.md
 if [ -n "$failed" ]; then
