@@ -94,9 +94,9 @@ def lesson_module(script: str, lesson: list, driver: list, folder):
                     if isinstance(name, ast.Name):
                         nodes[name.id] = node
     assert not set(lesson) & set(driver), f"listed as both: {set(lesson) & set(driver)}"
-    assert set(nodes) == set(lesson) | set(driver), \
-        f"{script}: not listed as lesson or driver {sorted(set(nodes) - set(lesson) - set(driver))}" \
-        f"; listed but not defined {sorted(set(lesson) | set(driver) - set(nodes))}"
+    unlisted, undefined = set(nodes) - set(lesson) - set(driver), set(lesson + driver) - set(nodes)
+    assert not unlisted and not undefined, \
+        f"{script}: not listed as lesson or driver {sorted(unlisted)}; not defined {undefined}"
     chosen = sorted({id(nodes[n]): nodes[n] for n in lesson}.values(), key=lambda n: n.lineno)
     parts = []
     for node in chosen:
