@@ -336,13 +336,19 @@ def save_animation(out, trace: list, levels: int) -> None:
                        titles=[f"pixel {s} of {n}" for s, _ in trace])
 
 
-def load_or_train(cfg: Config, out, data: common.Data, device):
-    """(cfg, model, extra): --load's network (its levels and width replace the flags'), or
-    one trained here, for the data's side; the experiments get theirs the same way."""
+def data_side(data: common.Data) -> int:
+    """The side of the data's images, which 01 needs grey and square."""
     channels, side, width = data.x_train.shape[1:]
     if channels != 1 or side != width:
         raise common.UserError(f"01 models grey levels of square images: pass grey images "
                                f"(N, H, H), not {channels}x{side}x{width}")
+    return side
+
+
+def load_or_train(cfg: Config, out, data: common.Data, device):
+    """(cfg, model, extra): --load's network (its levels and width replace the flags'), or
+    one trained here, for the data's side; the experiments get theirs the same way."""
+    side = data_side(data)
     return common.load_or_train(cfg, out, SCRIPT, ("levels", "hidden"),
                                 lambda c: NextPixelNet(side, c.levels, c.hidden).to(device),
                                 lambda m: train(m, cfg, data, device), data)
@@ -350,10 +356,11 @@ def load_or_train(cfg: Config, out, data: common.Data, device):
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
+    data = common.load_data(cfg.data)
+    data_side(data)  # grey square images, or one line before --out is touched
     with common.run_folder(cfg, SCRIPT) as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
-        data = common.load_data(cfg.data)
         judge = common.load_judge(data)
         cfg, model, extra = load_or_train(cfg, out, data, device)
         start, trace = time.perf_counter(), []

@@ -333,11 +333,11 @@ def save_animation(out, traces: dict, k: int) -> None:
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
+    data = common.load_data(cfg.data)
+    pixels = data_side(data, cfg.k) ** 2  # grey square images, or one line before --out
     with common.run_folder(cfg, SCRIPT) as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
-        data = common.load_data(cfg.data)
-        pixels = data_side(data, cfg.k) ** 2
         judge = common.load_judge(data)
         cfg, nets, extra = load_or_train(cfg, out, data, device)
         images, judged, seconds, traces = {}, {}, {}, {o: [] for o in ORDERS}

@@ -256,9 +256,6 @@ class GPT(nn.Module):
 
 def build(cfg: Config, causal: bool = True, shape=(1, SIDE, SIDE)) -> GPT:
     """The model of the settings for grey images `shape` (1, H, H): H*H positions in rows of H."""
-    if shape[0] != 1 or shape[1] != shape[2]:
-        raise common.UserError("07 models grey levels of square images: pass grey images "
-                               f"(N, H, H), not {'x'.join(map(str, shape))}")
     if cfg.d_model % cfg.heads:
         raise common.UserError(f"--heads {cfg.heads} must divide --d-model {cfg.d_model}")
     return GPT(cfg.levels, shape[1] * shape[2], cfg.d_model, cfg.layers, cfg.heads,
@@ -446,10 +443,13 @@ def save_animation(path, tokens: torch.Tensor, levels: int) -> None:
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
+    data = common.load_data(cfg.data)
+    if data.x_train.shape[1] != 1 or data.x_train.shape[2] != data.x_train.shape[3]:
+        raise common.UserError("07 models grey levels of square images: pass grey images "
+                               f"(N, H, H), not {'x'.join(map(str, data.x_train.shape[1:]))}")
     with common.run_folder(cfg, SCRIPT) as out:
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
-        data = common.load_data(cfg.data)
         judge = common.load_judge(data)
         cfg, model, extra = common.load_or_train(
             cfg, out, SCRIPT, SHAPE_KEYS, lambda c: build(c, shape=data.x_train.shape[1:])

@@ -29,8 +29,8 @@ CPU = torch.device("cpu")
 # What a student copies (tests/test_repository.py takes it out alone, without common).
 LESSON = ["SIDE", "quantize", "dequantize", "causal_window", "NextPixelNet", "train_step",
           "generate", "nll_per_image", "pixel_given_rest"]
-DRIVER = ["SCRIPT", "Config", "train", "held_out_likelihood", "save_animation", "load_or_train",
-          "main"]
+DRIVER = ["SCRIPT", "Config", "train", "held_out_likelihood", "save_animation", "data_side",
+          "load_or_train", "main"]
 
 
 def travel(m):
@@ -61,7 +61,7 @@ def test_one_training_step_lowers_the_loss_on_its_batch():
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     tokens = torch.randint(3, (8, 16), generator=torch.Generator().manual_seed(0))
     first = mod.nll_per_image(net, tokens, CPU).mean()
-    for _ in range(20):
+    for _ in range(10):
         mod.train_step(net, opt, tokens, 16, torch.Generator().manual_seed(1))
     assert mod.nll_per_image(net, tokens, CPU).mean() < first
 
@@ -401,3 +401,16 @@ def test_experiments_offer_only_the_flags_they_read(tmp_path, capsys):
 
 def json_of(folder: Path) -> dict:
     return strict_json(folder / "metrics.json")
+
+
+def test_on_images_that_are_not_digits_the_judge_says_it_means_little(run, tmp_path):
+    # 150 noise images, 28x28 grey with labels 0-9: the judge is trained on them and fails,
+    # and the summary says so, as every chapter's does.
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.npz"
+    np.savez(noise, x=rng.integers(0, 256, (150, 28, 28), dtype=np.uint8), y=np.arange(150) % 10)
+    printed = quietly(mod.main, ["--load", str(run.out / "model.pt"), "--samples", "4",
+                                 "--data", str(noise), "--out", str(tmp_path / "r"),
+                                 "--no-gif", "--device", "cpu"])
+    m = json_of(tmp_path / "r")
+    assert m["judge_accuracy"] < 0.5 and "warning: the judge recognises" in printed, printed

@@ -369,6 +369,18 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert other["fd"] == pytest.approx(saved["fd_contiguous"])  # the same draw, the other order
 
 
+def test_on_images_that_are_not_digits_the_judge_says_it_means_little(tmp_path, capsys):
+    # 150 noise images, 28x28 grey with labels 0-9: the judge is trained on them and fails,
+    # and the summary says so, as every chapter's does.
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.npz"
+    np.savez(noise, x=rng.integers(0, 256, (150, 28, 28), dtype=np.uint8), y=np.arange(150) % 10)
+    mod.main(TINY + ["--data", str(noise), "--out", str(tmp_path / "r"), "--no-gif"])
+    m = strict_json(tmp_path / "r" / "metrics.json")
+    printed = capsys.readouterr().out
+    assert m["judge_accuracy"] < 0.5 and "warning: the judge recognises" in printed, printed
+
+
 @pytest.mark.parametrize("argv,contains", [
     (["--k", "3"], "does not divide"),
     (["--samples", "1"], "min 2"),
