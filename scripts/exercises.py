@@ -162,7 +162,8 @@ def a02_k49(res):
         return not_measured("02_sweep")
     s16, s49 = sweep_mean(res, "scattered", 16), sweep_mean(res, "scattered", 49)
     c16, c49 = sweep_mean(res, "contiguous", 16), sweep_mean(res, "contiguous", 49)
-    return ("Both get worse: each step now draws 49 pixels independently given the same "
+    lead = "Both get worse" if s49 > s16 and c49 > c16 else "Not both worse, measured"
+    return (f"{lead}: each step now draws 49 pixels independently given the same "
             "partial image, so more of the dependence between the pixels drawn together is "
             f"lost. experiments/02_sweep.py measured (N={m['n']}, the mean of {len(m['seeds'])} "
             f"sampling seeds): scattered FD {fmt(s16)} at k = 16, {fmt(s49)} at k = 49 "
@@ -250,18 +251,20 @@ def a03_sample_steps(res):
 
 def a03_clip(res):
     m, s = step(res, "03_targets").get("unclipped"), step(res, "03_sampling_steps")
-    text = ("A collapse. An eps network's clean-image estimate divides by sqrt(abar_t): "
+    text = ("An eps network's clean-image estimate divides by sqrt(abar_t): "
             "x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), and near t = T that "
             "multiplies a small error in eps_hat by thousands (section 4). Unclipped, the early "
             "estimates are wild values far outside [-1, 1], and DDIM's next step is built on "
             "them; clipped, they stay among images, and the noise is recomputed to agree. ")
     if not m:
-        return text + not_measured("03_targets")
+        return "A collapse, most likely. " + text + not_measured("03_targets")
+    clipped = [r["fd"] for r in s.get("sweep", []) if r["evaluations"] == 25 and r["n"] == m["n"]]
+    text = ("A collapse. " if clipped and m["fd"] > 2 * clipped[0] else "Measured, no "
+            "collapse, though the reasoning predicts one. ") + text
     text += (f"Measured (N={m['n']}): unclipped FD {fmt(m['fd'])} ({ratio(m)}, the judge finding "
              f"{m['coverage']} of the 10 digits)")
-    rows = [r for r in s.get("sweep", []) if r["evaluations"] == 25 and r["n"] == m["n"]]
-    if rows:
-        text += f", against {fmt(rows[0]['fd'])} clipped at the same N and 25 steps"
+    if clipped:
+        text += f", against {fmt(clipped[0])} clipped at the same N and 25 steps"
     return text + "."
 
 
@@ -342,7 +345,8 @@ def a04_no_dropout(res):
             "never saw makes it do. At s = 1 only the conditional half counts, so samples stay "
             "fine; at the default s = 1.75 guidance pushes away from that arbitrary output, "
             "out_u + s (out_c - out_u), and the push points nowhere useful: expect artefacts "
-            "and a worse FD, and at s = 0 no digits at all. Classifier-free guidance needs the "
+            "and a worse FD; s = 0 shows what that output draws, which is not p(x). "
+            "Classifier-free guidance needs the "
             "same network to know both p(x | label) and p(x). " + YOURS)
 
 
@@ -365,11 +369,13 @@ def a04_fd(res):
 # %% 05
 def a05_keep(res):
     m = step(res, "05")
-    text = ("Worse. The critic still tells many drawn digits from real ones at the end, so its "
+    text = ("The critic still tells many drawn digits from real ones at the end, so its "
             "score carries information; at its optimum its logit would be log p_data(x) / "
             "p_G(x), and keeping the highest logits moves the kept set towards the data. ")
     if "unfiltered_fd" not in m:
-        return text + not_measured("05")
+        return "Worse, most likely. " + text + not_measured("05")
+    lead = "Worse. " if m["unfiltered_fd"] > m["fd"] else "Measured, not worse. "
+    text = lead + text
     return text + (f"Measured (N={m['n']:,}; the default run prints both): FD "
                    f"{fmt(m['unfiltered_fd'])} for every drawn digit, {fmt(m['fd'])} for the "
                    f"best {m['keep']:.0%}; the judge's confidence "
@@ -378,17 +384,20 @@ def a05_keep(res):
 
 def a05_walks(res):
     m = step(res, "05_walks")
-    text = ("The great circle. A draw z ~ N(0, I) in 64 dimensions has a length close to "
+    text = ("A draw z ~ N(0, I) in 64 dimensions has a length close to "
             "sqrt(64) = 8, and two draws are nearly at right angles, so the straight line's "
             "midpoint has a length close to 8 / sqrt(2), about 5.7: a region where N(0, I) puts "
             "almost no mass and the generator never had an input. The great circle keeps the "
             "length of its ends. ")
     if not m:
-        return text + not_measured("05_walks")
-    return text + (f"Measured (N={m['line_n']:,} pairs): the midpoints' length over the ends', "
-                   f"{fmt(m['line_norm'], 2)} on the line and {fmt(m['circle_norm'], 2)} on the "
-                   f"circle; FD of the ends {fmt(m['ends_fd'])}, of the line's midpoints "
-                   f"{fmt(m['line_fd'])}, of the circle's {fmt(m['circle_fd'])}.")
+        return "The great circle, most likely. " + text + not_measured("05_walks")
+    lead = "The great circle. " if m["circle_fd"] < m["line_fd"] else "Measured, the line. "
+    text = lead + text
+    return text + (f"Measured (N={m['line_n']:,} pairs): the midpoints' length over "
+                   f"the ends', {fmt(m['line_norm'], 2)} on the line and "
+                   f"{fmt(m['circle_norm'], 2)} on the circle; FD of the ends "
+                   f"{fmt(m['ends_fd'])}, of the line's midpoints {fmt(m['line_fd'])}, "
+                   f"of the circle's {fmt(m['circle_fd'])}.")
 
 
 def a05_minimax(res):
@@ -470,7 +479,7 @@ def a06_beta(res):
     m = step(res, "06")
     text = ("With beta = 4 a nat of KL costs four of reconstruction, so the encoder keeps less "
             "about each digit in z: the held-out reconstruction part rises, the KL part falls, "
-            "and some latent dimensions stop carrying anything (their q(z|x) is the prior). "
+            "and some latent dimensions may stop carrying anything (their q(z|x) is the prior). "
             "The samples get blurrier and more alike, though the prior is covered with fewer "
             "holes. The held-out bound the run prints stays the true -ELBO (held_out_elbo "
             "does not read beta), and it gets worse. ")
@@ -498,13 +507,15 @@ def a06_independent(res):
 # %% 07
 def a07_one_pass(res):
     m = step(res, "07_one_pass")
-    text = ("No. A one-position evaluation runs on the prefix before its target, on average "
+    text = ("A one-position evaluation runs on the prefix before its target, on average "
             "half the image, and causal attention on a prefix costs about a third of a full "
             "pass: by arithmetic alone the ratio would be about 330 (the experiment's "
             "docstring counts it). Costs paid once per evaluation, the optimizer step and "
             "Python's overhead, push the measured ratio back towards 784. ")
     if not m:
-        return text + not_measured("07_one_pass")
+        return "Less, most likely. " + text + not_measured("07_one_pass")
+    lead = "Less. " if m["causal_speedup"] < 784 else "Measured, at least 784 times. "
+    text = lead + text
     return text + (f"Measured: {fmt(m['causal_targets_per_second'])} against "
                    f"{fmt(m['one_position_targets_per_second'])} targets per second, "
                    f"{fmt(m['causal_speedup'])}x; after {m['steps']} steps each, held-out bits "
@@ -526,31 +537,35 @@ def a07_text(res):
 
 
 def a07_no_mask(res):
-    return ("The training loss falls to nearly 0 bits within a few hundred steps: input i + 1 "
-            "holds token i (shift_right), so without the mask output i can read its own target "
-            "one position later and learns to copy it. The held-out bits per pixel, scored by "
-            "the same one-pass loss, look nearly 0 too: a perfect compressor that cheats. "
-            "samples.png shows noise or empty pages: in generation token i + 1 does not exist "
-            "when token i is drawn, the copy has nothing to copy, and the network never learned "
-            "to predict. The mask is what makes one pass an honest loss for all 784 steps. "
-            + YOURS)
+    return ("Both come out lower than with the mask: input i + 1 holds token i (shift_right), "
+            "and the hints of later inputs hold it too, so without the mask output i can read "
+            "its own target, and the network learns to copy instead of predicting; how far the "
+            "loss falls depends on how soon it finds that route. A compressor that cheats: the "
+            "held-out bits are scored by the same one-pass loss. "
+            "samples.png shows nearly empty pages or noise: in generation token i does not "
+            "exist yet when it is drawn, the copy has nothing to copy, and what the network "
+            "learned instead of predicting is useless. The mask is what makes one pass an "
+            "honest loss for all 784 steps. " + YOURS)
 
 
 def a07_mask_cost(res):
     c = step(res, "07_mask_cost")
     text = ("The talk's cost is about capacity: full attention inside the prefix can compute "
-            "strictly more. But learning is the bottleneck at a small budget. Without the "
+            "strictly more. Likely, learning is the bottleneck at a small budget. Without the "
             "mask, every earlier position's vector changes whenever the prefix grows, so the "
             "network must learn a different function for each length, from one target per "
             "evaluation; with it, position j computes the same thing whatever follows, and "
             "what it learns for one target serves every later one. ")
     if not c:
         return text + not_measured("07_mask_cost")
-    return text + (f"Measured after {c['steps']:,} steps ({c['targets']:,} targets): held-out "
-                   f"{c['causal_bits_per_pixel']:.3f} bits per pixel with the mask, "
-                   f"{c['full_bits_per_pixel']:.3f} without (difference "
-                   f"{fmt(c['mask_cost_bits'], 2)} +- {fmt(c['mask_cost_se'], 1)}), one run; "
-                   "at larger budgets the talk's cost may show.")
+    found = ("The mask helped. " if c["mask_cost_bits"] < -2 * c["mask_cost_se"] else
+             "The mask cost a little, as the talk says. " if c["mask_cost_bits"] >
+             2 * c["mask_cost_se"] else "No difference beyond two standard errors. ")
+    return found + text + (
+        f"Measured after {c['steps']:,} steps ({c['targets']:,} targets): held-out "
+        f"{c['causal_bits_per_pixel']:.3f} bits per pixel with the mask, "
+        f"{c['full_bits_per_pixel']:.3f} without (difference {fmt(c['mask_cost_bits'], 2)} +- "
+        f"{fmt(c['mask_cost_se'], 1)}), one run; at larger budgets the talk's cost may show.")
 
 
 def a07_versus(res):
@@ -563,9 +578,11 @@ def a07_versus(res):
     if not m:
         return text + not_measured("07_versus_01")
     a, b = m["compare"]["07"], m["compare"]["01"]
-    return text + (f"Measured, 07 trained for 01's {fmt(b['train_seconds'])} s: bits per "
-                   f"pixel 07 {a['bits_per_pixel']:.3f}, 01 {b['bits_per_pixel']:.3f}; FD "
-                   f"{fmt(a['fd'])} against {fmt(b['fd'])} (N={a['n']:,}).")
+    both = a["bits_per_pixel"] < b["bits_per_pixel"] and a["fd"] > b["fd"]
+    return text + ("07 against 01 shows it: " if both else "07 against 01: ") + (
+        f"trained for 01's {fmt(b['train_seconds'])} s, bits per pixel 07 "
+        f"{a['bits_per_pixel']:.3f}, 01 {b['bits_per_pixel']:.3f}; FD {fmt(a['fd'])} against "
+        f"{fmt(b['fd'])} (N={a['n']:,}).")
 
 
 # %% 08
@@ -589,25 +606,27 @@ def a08_guidance(res):
 
 def a08_ceiling(res):
     m = step(res, "08")
-    text = ("Hardly. Every sample is the decoder's output on some latent, and a reconstruction "
+    text = ("Every sample is the decoder's output on some latent, and a reconstruction "
             "is its output on a real digit's own latent, the best latent there is for that "
             "digit. To beat them, the denoiser would have to find latents that decode to more "
             "realistic digits than real digits' codes do. The reconstructions are the ceiling. ")
     if "recon_fd" not in m:
-        return text + not_measured("08")
+        return "Hardly. " + text + not_measured("08")
+    lead = "Hardly. " if m["fd"] > m["recon_fd"] else "Measured, yes, this time. "
+    text = lead + text
     return text + (f"Measured (N={m['n']:,}): reconstructions FD {fmt(m['recon_fd'])} "
                    f"({fmt(m['recon_fd_ratio'], 2)}x the floor), samples {fmt(m['fd'])} "
                    f"({ratio(m)}).")
 
 
 def a08_decode_noise(res):
-    return ("Smudges, much like 06's autoencoder sampled from the prior. With a KL weight of "
-            "0.01 the codes are not pushed to fill N(0, I); section 2 standardises each latent "
-            "channel to mean 0 and variance 1 over the training codes, but that sets only each "
-            "value's spread, not how the 196 values go together, and a stroke is a pattern "
-            "across neighbouring positions. Independent draws hold none: a high FD, a low "
-            "confidence, and a label accuracy near chance, since nothing reads the labels. "
-            "The diffusion model is what learned where the codes lie. " + YOURS)
+    return ("Expect smudges, much like 06's autoencoder sampled from the prior. With a KL "
+            "weight of 0.01 the codes are not pushed to fill N(0, I); section 2 standardises "
+            "each latent channel to mean 0 and variance 1 over the training codes, but that "
+            "sets only each value's spread, not how the 196 values go together, and a stroke "
+            "is a pattern across neighbouring positions. Independent draws hold none: a high "
+            "FD, a low confidence, and a label accuracy near chance, since nothing reads the "
+            "labels. The diffusion model is what learned where the codes lie. " + YOURS)
 
 
 def a08_race(res):
@@ -653,11 +672,14 @@ def a09_scales(res):
 
 def a09_left(res):
     rows, m = prompt_rows(res), step(res, "09")
-    text = ("Less often, at least at low scales: 'slanted left' is the rarest word of the alt "
-            "text, so the network saw it least, and the model without a caption almost never "
-            "slants left, so guidance has further to push. ")
+    text = ("'slanted left' is the rarest word of the alt text, so the network saw it least, "
+            "and a model without a caption seldom slants left, so guidance has further to "
+            "push. ")
     if not rows or "share_left" not in m:
-        return text + not_measured("09_prompt_following")
+        return "Less often, most likely. " + text + not_measured("09_prompt_following")
+    lead = "Less often, at least at low scales. " if any(
+        r["follow_left"] < r["follow_right"] for r in rows[1:]) else "Measured, as often. "
+    text = lead + text
     return text + (f"Real digits measured left: {fmt(m['share_left'], 2)}, right: "
                    f"{fmt(m['share_right'], 2)}. Measured over the default prompts (not this "
                    "one), left / right followed: " + "; ".join(
