@@ -27,7 +27,7 @@ class Config(ddpm.Config):
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("sample_steps", "gif"))
     counts = lab.parse_list(cfg.sweep, int, "sweep")
     if min(counts) < 1:
         raise common.UserError("--sweep: step counts must be positive")
@@ -44,8 +44,9 @@ def main(argv=None):
         rows = []
         for steps in counts:
             start = time.perf_counter()
-            x = ddpm.generate(model, dataclasses.replace(cfg, sample_steps=steps), cfg.samples,
-                              sched, device)
+            with common.autocast(device):  # as the chapter samples
+                x = ddpm.generate(model, dataclasses.replace(cfg, sample_steps=steps),
+                                  cfg.samples, sched, device)
             r = judge.evaluate(x)
             rows.append({"evaluations": len(ddpm.ddim_timesteps(ddpm.T, steps)),
                          "seconds": time.perf_counter() - start,

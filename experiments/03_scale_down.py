@@ -44,7 +44,8 @@ def noising_demo(x0: torch.Tensor, beta: float = 0.02, steps: int = 1000, gen=No
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=(
+        "steps", "batch_size", "samples", "device", "load", "gif"))  # it trains nothing
     with common.run_folder(cfg, "03_scale_down") as out:
         data = common.load_data(cfg.data)
         x0 = ddpm.to_model_space(data.x_train[:64])

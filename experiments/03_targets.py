@@ -46,7 +46,7 @@ JUDGED = ("n", "fd", "fd_floor", "fd_floor_n", "fd_ratio", "score", "confidence"
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("target", "weighting", "gif"))
     variants = parse_variants(cfg.targets)
     with common.run_folder(cfg, "03_targets") as out:
         common.seed_everything(cfg.seed)
@@ -61,7 +61,8 @@ def main(argv=None):
             model = ddpm.UNet(run.channels).to(device, memory_format=torch.channels_last)
             trained = ddpm.train(model, run, data, device, sched)
             start, trace = time.perf_counter(), []
-            x = ddpm.generate(model.eval(), run, cfg.samples, sched, device, trace)
+            with common.autocast(device):  # as the chapter samples
+                x = ddpm.generate(model.eval(), run, cfg.samples, sched, device, trace)
             r = judge.evaluate(x)
             rows.append({"target": target, "weighting": weighting, **trained,
                          "sample_seconds": time.perf_counter() - start,
@@ -70,7 +71,7 @@ def main(argv=None):
             shown = [i for i in shown if i < len(trace)]
             name = target + ("+minsnr" if weighting == "minsnr" else "")
             pictures.append((name, torch.stack([ddpm.to_pixels(trace[i][2][:3]) for i in shown])
-                             .transpose(0, 1).reshape(-1, 28, 28)))
+                             .transpose(0, 1).flatten(0, 1)))  # (3 * len(shown), C, H, W)
         labels = [f"{name}\nsample {j + 1}" for name, _ in pictures for j in range(3)]
         common.save_images(out / "estimates.png", torch.cat([p for _, p in pictures]),
                            len(shown), labels, "each network's clean-image estimate x0_hat along "
@@ -81,8 +82,10 @@ def main(argv=None):
                 cfg, out, ddpm.SCRIPT, ("target", "weighting", "channels"),
                 lambda c: ddpm.UNet(c.channels).to(device, memory_format=torch.channels_last),
                 None)
-            r = judge.evaluate(ddpm.generate(model, dataclasses.replace(default_cfg, clip=False),
-                                             cfg.samples, sched, device))
+            with common.autocast(device):
+                x = ddpm.generate(model, dataclasses.replace(default_cfg, clip=False),
+                                  cfg.samples, sched, device)
+            r = judge.evaluate(x)
             metrics["unclipped"] = {k: r[k] for k in JUDGED}
             print(f"03's model without clipping: FD {r['fd']:.1f}")
         common.save_metrics(out, metrics)

@@ -1,7 +1,10 @@
 """Tests for 03_ddpm.py and its experiments: the schedule, the forward process, where one
 step back lies, the targets and their weighting, training, DDIM (and DDPM as its special
 case), the contract."""
+import contextlib
+import copy
 import importlib
+import io
 import math
 import sys
 from pathlib import Path
@@ -18,6 +21,32 @@ ddpm = importlib.import_module("03_ddpm")
 FAST = settings(max_examples=25, deadline=None)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
+# What a student copies (tests/test_repository.py takes it out alone, where common cannot be
+# imported, and runs travel on it), and the rest: the driver.
+LESSON = ["IMAGE_SHAPE", "TARGETS", "T", "EMA", "make_schedule", "at", "q_sample",
+          "posterior_coefficients", "timestep_embedding", "ResBlock", "UNet", "predictions",
+          "training_target", "timestep_weights", "diffusion_loss", "ema_update", "learning_rate",
+          "to_model_space", "train_step", "denoise", "ddim_timesteps", "ddim_sample", "to_pixels"]
+DRIVER = ["SCRIPT", "Config", "train", "generate", "save_animation", "main"]
+
+
+def travel(m):
+    """One training step and a sample of two, on colour 3x32x32 and on MNIST's 1x28x28."""
+    sched = m.make_schedule(50)
+    for shape in [(3, 32, 32), m.IMAGE_SHAPE]:
+        torch.manual_seed(0)
+        model = m.UNet(8, shape)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x0 = m.to_model_space(torch.rand(4, *shape))
+        loss = m.train_step(model, ema, opt, x0, sched, "eps", "minsnr", 0.5,
+                            torch.Generator().manual_seed(0))
+        assert math.isfinite(loss) and not torch.equal(ema.inp.weight, model.inp.weight)
+        x = m.ddim_sample(ema, 2, sched, "eps", 3, "cpu", torch.Generator().manual_seed(1),
+                          eta=1.0)
+        assert x.shape == (2, *shape) and torch.isfinite(x).all()
+        assert m.to_pixels(x).shape == (2, *shape)
+
 
 # --- the schedule and the forward process -------------------------------------------------------
 @FAST
@@ -30,6 +59,20 @@ def test_schedule_shapes_and_ranges(T):
     assert torch.all(abar[1:] < abar[:-1]), "alpha-bar must fall strictly"
     assert torch.allclose(s["alphas"][1:], 1 - betas)
     assert math.sqrt(abar[-1]) < 0.01  # what is left of x_0 at T: next to nothing
+
+
+@FAST
+@given(T=st.integers(10, 2000), seed=st.integers(0, 1000))
+def test_schedule_is_the_offset_cosine_so_the_first_step_adds_real_noise(T, seed):
+    # Nichol & Dhariwal: abar_t = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2),
+    # s = 0.008. Without the offset s, beta_1 would be about 16x smaller (2.5e-6 at T = 1000).
+    sched, s = ddpm.make_schedule(T), 0.008
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    t = 1 + seed % (T // 2)  # away from the end, where the cap on beta may bite
+    assert sched["abar"][t].item() == pytest.approx(f(t) / f(0), rel=1e-9)
+    assert sched["betas"][1].item() == pytest.approx(1 - f(1) / f(0), rel=1e-9)
+    if T == 1000:
+        assert sched["betas"][1].item() == pytest.approx(4.1e-5, rel=0.05)
 
 
 @FAST
@@ -49,8 +92,9 @@ def test_closed_form_matches_iterated_noising(t, x0):
 
 
 def test_q_sample_is_the_closed_form():
-    s = ddpm.make_schedule(100)
-    x0, eps = torch.rand(3, 1, 28, 28) * 2 - 1, torch.randn(3, 1, 28, 28)
+    s, gen = ddpm.make_schedule(100), torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 1, 28, 28, generator=gen) * 2 - 1
+    eps = torch.randn(3, 1, 28, 28, generator=gen)
     t = torch.tensor([1, 50, 100])
     xt = ddpm.q_sample(x0, t, eps, s)
     for i in range(3):
@@ -87,11 +131,22 @@ def test_ddim_with_eta_1_on_every_step_is_ddpms_step(T, x0, seed):
     start = torch.randn((1, 1, 28, 28), generator=ref)
     z = torch.randn((1, 1, 28, 28), generator=ref)  # the fresh noise of the first step
     trace = []
-    ddpm.ddim_sample(lambda x, t: image.expand_as(x), 1, s, "x0", T, "cpu",
+    ddpm.ddim_sample(Constant(image), 1, s, "x0", T, "cpu",
                      torch.Generator().manual_seed(seed), eta=1.0, clip=False, trace=trace)
     assert [step[0] for step in trace] == list(range(T, 0, -1)) and torch.equal(trace[0][1], start)
     mean, var = _one_step_back(s, T, x0, start.double())
     assert torch.allclose(trace[1][1].double(), mean + math.sqrt(var) * z.double(), atol=1e-4)
+
+
+class Constant(torch.nn.Module):
+    """Predicts the same clean image, whatever it is shown."""
+
+    def __init__(self, image):
+        super().__init__()
+        self.image, self.image_shape = image, tuple(image.shape[1:])
+
+    def forward(self, x, t):
+        return self.image.expand_as(x)
 
 
 def _noised(t: int, T: int = 1000, seed: int = 1):
@@ -166,8 +221,17 @@ def test_timestep_embedding_pairs_sin_and_cos():
     assert torch.equal(emb[0, :8], torch.zeros(8))  # sin(0) = 0: the first half is the sines
 
 
-def test_unet_keeps_the_image_shape():
-    assert ddpm.UNet(8)(torch.randn(2, 1, 28, 28), torch.tensor([1, 999])).shape == (2, 1, 28, 28)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (2, 8, 12)])
+def test_unet_keeps_the_image_shape(shape):
+    net = ddpm.UNet(8, shape)
+    assert net(torch.randn(2, *shape), torch.tensor([1, 999])).shape == (2, *shape)
+    assert net.image_shape == shape
+
+
+@pytest.mark.parametrize("shape", [(1, 30, 28), (3, 32, 30), (1, 2, 2)])
+def test_a_size_the_unet_cannot_take_is_a_value_error_naming_the_rule(shape):
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ddpm.UNet(8, shape)
 
 
 # --- training: the moving average ---------------------------------------------------------------
@@ -207,6 +271,7 @@ class PerfectDenoiser(torch.nn.Module):
     def __init__(self, image, sched, target):
         super().__init__()
         self.image, self.sched, self.target = image, sched, target
+        self.image_shape = tuple(image.shape[1:])
 
     def forward(self, x, t):
         ab = ddpm.at(self.sched, "abar", t)
@@ -279,27 +344,36 @@ TINY = ["--steps", "2", "--batch-size", "8", "--samples", "12", "--channels", "8
         "--sample-steps", "2"]
 
 
-def test_main_writes_the_contract_and_loads_back(tmp_path, capsys):
-    out = tmp_path / "run"
-    ddpm.main(TINY + ["--out", str(out)])
-    m = check_outputs(out, 12)
-    assert m["evaluations_per_image"] == 2 and check_gif(out / "generation.gif") >= 2
-    said = capsys.readouterr().out
-    assert f"files are in {out}" in said and "network evaluations per image: 2" in said
-    model_bytes = (out / "model.pt").read_bytes()
-    ddpm.main(["--load", str(out / "model.pt"), "--samples", "12", "--sample-steps", "2",
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny run of the lesson, shared: (its folder, what it printed)."""
+    out, said = tmp_path_factory.mktemp("03") / "run", io.StringIO()
+    with contextlib.redirect_stdout(said):
+        ddpm.main(TINY + ["--out", str(out)])
+    return out, said.getvalue()
+
+
+def test_main_writes_the_contract_and_loads_back(tiny, tmp_path):
+    run, said = tiny
+    m = check_outputs(run, 12)
+    assert m["evaluations_per_image"] == 2 and check_gif(run / "generation.gif") >= 2
+    assert f"files are in {run}" in said and "network evaluations per image: 2" in said
+    out = tmp_path / "again"
+    ddpm.main(["--load", str(run / "model.pt"), "--samples", "12", "--sample-steps", "2",
                "--out", str(out), "--no-gif"])
-    assert (out / "model.pt").read_bytes() == model_bytes, "--load rewrote what it loaded"
+    assert (out / "model.pt").read_bytes() == (run / "model.pt").read_bytes()
     assert not (out / "generation.gif").exists()
     m2 = check_outputs(out, 12)
     assert m2["fd"] == pytest.approx(m["fd"]), "the loaded model samples what the trained one did"
     assert m2["train_seconds"] == m["train_seconds"] and m2["config"]["channels"] == 8
 
 
-def test_experiments_run_on_a_tiny_model(tmp_path, data):
-    ddpm.main(TINY + ["--out", str(tmp_path / "m"), "--no-gif"])
-    model = str(tmp_path / "m" / "model.pt")
+def test_experiments_run_on_a_tiny_model(tiny, tmp_path, data, capsys):
+    model = str(tiny[0] / "model.pt")
     scale = importlib.import_module("03_scale_down")
+    for flag in ("--load", "--steps"):  # it trains and loads nothing: no such flags to ignore
+        one_line_error(scale.main, [flag, "1", "--out", str(tmp_path / "s")], capsys,
+                       f"unrecognized arguments: {flag}")
     scale.main(["--out", str(tmp_path / "s")])
     last = strict_json(tmp_path / "s" / "metrics.json")["rows"][-1]
     assert last["plain_std"] > 3 and abs(last["scaled_std"] - 1) < 0.05  # as section 1 says
@@ -328,14 +402,17 @@ def test_bad_numbers_and_devices(argv, says, capsys, tmp_path):
     one_line_error(ddpm.main, argv + ["--out", str(tmp_path)], capsys, says)
 
 
-def test_bad_data_and_checkpoints(capsys, tmp_path):
+def test_bad_data_and_checkpoints(tiny, capsys, tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
-    np.savez(tmp_path / "shape.npz", x=np.zeros((120, 32, 32), np.uint8), y=np.zeros(120, np.int64))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((120, 30, 30), np.uint8), y=np.arange(120) % 2)
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((120, 28, 28, 3), np.uint8), y=np.arange(120) % 2)
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    for flag, name, says in [("--data", "none.npz", "not found"),
-                             ("--data", "corrupt.npz", "not an .npz"),
-                             ("--data", "shape.npz", "(120, 32, 32)"),
-                             ("--load", "bad.pt", "checkpoint"),
-                             ("--load", "missing.pt", "not found")]:
-        one_line_error(ddpm.main, [flag, str(tmp_path / name), "--out", str(tmp_path)], capsys,
-                       says)
+    for argv, says in [(["--data", "none.npz"], "not found"),
+                       (["--data", "corrupt.npz"], "not an .npz"),
+                       (["--data", "shape.npz"], "divisible by 4"),  # before any training
+                       (["--load", "bad.pt"], "checkpoint"),
+                       (["--load", "missing.pt"], "not found"),
+                       (["--load", str(tiny[0] / "model.pt"), "--data", "rgb.npz"], "--data")]:
+        argv = [a if a.startswith("-") or "/" in a else str(tmp_path / a) for a in argv]
+        one_line_error(ddpm.main, argv + ["--out", str(tmp_path / "out")], capsys, says)
+        assert not (tmp_path / "out").exists()
