@@ -1,8 +1,8 @@
 """04_cfg.py: conditioning on a label, and classifier-free guidance.
 
-Chapter 03's denoiser makes *a* digit; we cannot say which. Give it the prompt
-(here the digit's label) as one more input and it learns p(x | label). Two more
-tricks make it *follow* the prompt (Ho & Salimans 2022):
+Chapter 03's denoiser makes *a* digit; we cannot say which. Give it the prompt (here the
+digit's label) as one more input and it learns p(x | label). Two more tricks make it *follow*
+the prompt (Ho & Salimans 2022):
 
 1. During training, hide the label some of the time (replace it by a learned
    "no label" token): the same network then also learns the unconditional p(x).
@@ -11,9 +11,9 @@ tricks make it *follow* the prompt (Ho & Salimans 2022):
    s = 0 is the unconditional model, s = 1 the plain conditional one, s > 1
    exaggerates what makes the image *this* digit, at the price of variety.
 
-This file is 03_ddpm.py with its changes marked "new in 04". Beside this docstring,
-`diff 03_ddpm.py 04_cfg.py` shows those changes and 03's explanations of sections 1,
-3 to 6, left out or replaced here. Before: 03_ddpm.py. After: 08_latent_diffusion.py.
+This file is 03_ddpm.py with its changes marked "new in 04". Beside this docstring, `diff
+03_ddpm.py 04_cfg.py` shows those changes and 03's explanations of sections 1, 3 to 6, left
+out or replaced here. Before: 03_ddpm.py. After: 08_latent_diffusion.py.
 
 Run:  python 04_cfg.py            (train, sample 1,000 digits at s = 1.75; runs/04_cfg/)
       python 04_cfg.py --load runs/04_cfg/model.pt --digit 7 --guidance 4
@@ -34,10 +34,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "04_cfg"
+IMAGE_SHAPE = (1, 28, 28)  # MNIST: (channels, height, width)
+CLASSES = 10  # new in 04: MNIST's digits; label CLASSES is the learned "no label" token
 TARGETS = ["eps", "x0", "xprev"]
 T = 1000  # the number of small noising steps from a digit to pure noise
 EMA = 0.995  # the decay of the weights' moving average that samples (section 5)
-NULL = 10  # new in 04: index of the learned "no label" token (labels are 0..9)
 P_UNCOND = 0.2  # new in 04: how often training hides the label (0.1-0.2 work alike)
 
 
@@ -46,8 +47,7 @@ P_UNCOND = 0.2  # new in 04: how often training hides the label (0.1-0.2 work al
 class Config(common.BaseConfig):  # new in 04: fewer steps, as a guided step costs two calls
     steps: int = common.flag(2200, "training steps (optimizer updates)", min=1)
     target: str = common.flag("eps", "what the network predicts (section 4)", choices=TARGETS)
-    weighting: str = common.flag("minsnr", "loss weighting over noise levels (section 4)",
-                                 choices=["plain", "minsnr"])
+    weighting: str = common.flag("minsnr", "loss weights (section 4)", choices=["plain", "minsnr"])
     channels: int = common.flag(16, "UNet width at 28x28 (8 GroupNorms)", min=8, multiple_of=8)
     lr: float = common.flag(4e-3, "peak learning rate", min=1e-6)
     sample_steps: int = common.flag(25, "network evaluations per image (1000: DDPM)", min=1)
@@ -55,11 +55,10 @@ class Config(common.BaseConfig):  # new in 04: fewer steps, as a guided step cos
     clip: bool = common.flag(True, "clip each step's clean-image estimate to [-1, 1]")
     # new in 04: at s = 1.75 the digit asked for came out 99 times in 100 in every run
     guidance: float = common.flag(1.75, "guidance scale s: 0 ignores the label", min=0.0)
-    digit: int = common.flag(-1, "draw only this digit (-1: all ten in turn)", min=-1, max=9)
+    digit: int = common.flag(-1, "draw only this label (-1: all in turn)", min=-1)
 
 
-# %% 1. From removing pixels to adding noise: why scale down first
-# As in 03: scaled down first, repeated noising ends at N(0, I) (03, section 1).
+# %% 1. From removing pixels to adding noise: scaled down first, as in 03 (section 1 there)
 
 
 # %% 2. The noise schedule and the closed form q(x_t | x_0)
@@ -102,10 +101,8 @@ def posterior_coefficients(sched: dict, t: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 # %% 3. The network: 03's UNet, plus a label embedding (new in 04)
-# The label enters like the timestep: an embedding vector added to the time
-# embedding, which every ResBlock turns into a per-channel shift. Row NULL = 10
-# is the "no label" token, learned like the digits' rows: not a zero vector,
-# which the network could mistake for a real input.
+# The label enters like the timestep, as an embedding added to the time embedding. Row
+# `classes` is the learned "no label" token: not a zero vector, which could pass for a label.
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t (as in transformers' positions): (B,) -> (B, dim)."""
     half = dim // 2
@@ -135,13 +132,16 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, c: int = 16):
+    """x_t (B, C, H, W), t and labels (B,) -> (B, C, H, W); height and width divisible by 4."""
+    def __init__(self, c: int = 16, image_shape: tuple = IMAGE_SHAPE, classes: int = CLASSES):
         super().__init__()
-        t_dim = 4 * c
-        self.c = c
+        channels, height, width = self.image_shape = tuple(image_shape)
+        if height % 4 or width % 4:
+            raise ValueError(f"UNet needs height and width divisible by 4, not {height}x{width}")
+        t_dim, self.c, self.classes = 4 * c, c, classes  # new in 04: classes
         self.time_mlp = nn.Sequential(nn.Linear(c, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
-        self.label_emb = nn.Embedding(11, t_dim)  # new in 04: rows 0..9 the digits, 10 "no label"
-        self.inp = nn.Conv2d(1, c, 3, padding=1)                      # (B,1,28,28) -> (B,C,28,28)
+        self.label_emb = nn.Embedding(classes + 1, t_dim)  # new in 04: a row a class, + "no label"
+        self.inp = nn.Conv2d(channels, c, 3, padding=1)              # (B,1,28,28) -> (B,C,28,28)
         self.down1 = ResBlock(c, c, t_dim, norm=False)                 # 28x28
         self.pool1 = nn.Conv2d(c, c, 3, stride=2, padding=1)          # -> (B,C,14,14)
         self.down2 = ResBlock(c, 2 * c, t_dim)                         # -> (B,2C,14,14)
@@ -151,7 +151,8 @@ class UNet(nn.Module):
         self.up3 = ResBlock(8 * c, 2 * c, t_dim)                       # (B,8C,7,7) -> (B,2C,7,7)
         self.up2 = ResBlock(4 * c, c, t_dim)                           # (B,4C,14,14) -> (B,C,14,14)
         self.up1 = ResBlock(2 * c, c, t_dim, norm=False)               # (B,2C,28,28) -> (B,C,28,28)
-        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(),
+                                 nn.Conv2d(c, channels, 3, padding=1))  # -> (B,1,28,28)
         nn.init.zeros_(self.out[-1].weight)  # start by predicting 0: a calm first step
         nn.init.zeros_(self.out[-1].bias)
 
@@ -170,11 +171,10 @@ class UNet(nn.Module):
         h = self.up2(torch.cat([h, h2], 1), temb)             # (B,C,14,14)
         h = F.interpolate(h, scale_factor=2, mode="nearest")  # -> (B,C,28,28)
         h = self.up1(torch.cat([h, h1], 1), temb)
-        return self.out(h)                                    # (B,1,28,28)
+        return self.out(h)
 
 
-# %% 4. What should the network predict? As in 03 (section 4 there says why); new
-# in 04, drop_labels hides the label at random, so the network learns p(x) too.
+# %% 4. The loss, as in 03 (section 4 there says why); new: drop_labels hides labels (p(x) too)
 def predictions(out, xt, t, sched: dict, target: str):
     """The network output at timesteps t (B,) -> (eps_hat, x0_hat), each (B, 1, 28, 28)."""
     abar = at(sched, "abar", t)
@@ -204,29 +204,27 @@ def timestep_weights(sched: dict, target: str) -> torch.Tensor:
     return snr.clamp(max=5.0) / {"eps": snr, "x0": torch.ones_like(snr), "xprev": c0**2}[target]
 
 
-# new in 04: drop_labels, and diffusion_loss passes labels, some of them dropped
-def drop_labels(labels: torch.Tensor, p_uncond: float, gen=None) -> torch.Tensor:
-    """Replace each label by NULL with probability p_uncond."""
+def drop_labels(labels: torch.Tensor, null, p_uncond: float, gen=None) -> torch.Tensor:
+    """Replace each label by `null` (the "no label" one) with probability p_uncond."""
     drop = torch.rand(labels.shape, generator=gen).to(labels.device) < p_uncond
-    return torch.where(drop, torch.full_like(labels, NULL), labels)
+    return torch.where(drop, torch.full_like(labels, null), labels)
 
 
 def diffusion_loss(model, x0, labels, sched: dict, target: str, weighting: str = "plain",
                    gen=None) -> torch.Tensor:
     """One training loss: random t per image, noise it in closed form, regress the target."""
-    B = x0.shape[0]
     if weighting == "plain":  # every t equally often
-        t, scale = torch.randint(1, sched["T"] + 1, (B,), generator=gen), 1.0
+        t, scale = torch.randint(1, sched["T"] + 1, (len(x0),), generator=gen), 1.0
     else:  # min-SNR: each t drawn as often as its weight says
         weight = timestep_weights(sched, target)
-        t = torch.multinomial(weight, B, replacement=True, generator=gen) + 1
+        t = torch.multinomial(weight, len(x0), replacement=True, generator=gen) + 1
         # t drawn by weight already weighs each t's error; times the mean weight, the loss
         # is on average the weighted loss over uniform t: mean_t(w L) = mean(w) E_{t~w}[L].
         scale = weight.mean().item()
     t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     xt = q_sample(x0, t, eps, sched)
-    labels = drop_labels(labels, P_UNCOND, gen)
+    labels = drop_labels(labels, model.classes, P_UNCOND, gen)  # new in 04: some hidden
     out, goal = model(xt, t, labels).float(), training_target(x0, eps, xt, t, sched, target)
     return F.mse_loss(out, goal) * scale
 
@@ -251,47 +249,50 @@ def to_model_space(x: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1  # [0, 1] -> [-1, 1]: data centred like the noise it is mixed with
 
 
+def train_step(model, ema_model, opt, x0, labels, sched: dict, target: str,
+               weighting: str = "plain", decay: float = EMA, gen=None) -> float:  # new in 04
+    """One optimizer update on a batch x0 (B, C, H, W) in [-1, 1], then the average's; -> loss."""
+    loss = diffusion_loss(model, x0, labels, sched, target, weighting, gen)  # new in 04: labels
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # a rare huge gradient cannot wreck it
+    opt.step()
+    ema_update(ema_model, model, decay)
+    return loss.item()
+
+
 def train(model: nn.Module, cfg: Config, data: common.Data, device, sched: dict) -> dict:
     """Train `model`; it ends holding the moving average of its weights, which samples."""
     gen = torch.Generator().manual_seed(cfg.seed)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    batches = common.batches(to_model_space(data.x_train).to(device), data.y_train.to(device),
-                             cfg.batch_size, gen)  # new in 04: the labels, on the device
+    stream = common.batches(to_model_space(data.x_train).to(device), data.y_train.to(device),
+                            cfg.batch_size, gen)  # new in 04: the labels, on the device
     progress, losses = common.Progress(cfg.steps), []
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, cfg.steps, cfg.lr)
-        x0, y = next(batches)
-        with common.autocast(device):  # new in 04: the labels
-            loss = diffusion_loss(model, x0, y, sched, cfg.target, cfg.weighting, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # a rare huge gradient cannot wreck it
-        opt.step()
-        # Early on, the average would be mostly the random initial weights: ramp decay up.
-        ema_update(ema_model, model, min(EMA, (1 + step) / (10 + step)))
-        losses.append(loss.item())
+        with common.autocast(device):  # ramp decay up: early on, the random start would dominate
+            losses.append(train_step(model, ema_model, opt, *next(stream), sched, cfg.target,
+                                     cfg.weighting, min(EMA, (1 + step) / (10 + step)), gen))
         progress.update(step + 1, loss=float(np.mean(losses[-50:])))
     model.load_state_dict(ema_model.state_dict())
     return {"train_seconds": progress.elapsed(), "final_loss": float(np.mean(losses[-100:]))}
 
 
 # %% 6. Sampling with guidance (new in 04): 03's DDIM on a guided prediction
-# out = out_u + s * (out_c - out_u) on the raw outputs: every target is affine in
-# the output (03, section 4), so this guides the noise and clean-image estimates
-# alike, without dividing rounding by sqrt(abar) near t = T. Papers also write
-# eps = (1 + w) eps_c - w eps_u: the same with s = 1 + w (their w = 0 is s = 1).
-# Both predictions come from one call on [x_t, x_t] with labels [label, NULL];
-# 125 prompts at a time make that call 250 images, the batch 03 samples.
+# out = out_u + s * (out_c - out_u) on the raw outputs: every target is affine in the output
+# (03, section 4), so this guides the noise and clean-image estimates alike, without dividing
+# rounding by sqrt(abar) near t = T. Papers also write eps = (1 + w) eps_c - w eps_u: the same
+# with s = 1 + w (their w = 0 is s = 1). One call on [x_t, x_t] with labels [label, no label]
+# gives both predictions; 125 prompts a call make 250 images, the batch 03 samples.
 @torch.no_grad()
-def guided_output(model, xt, t, labels, s: float) -> torch.Tensor:
-    """The guided network output; one of the two calls is skipped when s is 0 or 1."""
+def guided_output(model, xt, t, cond, null, s: float) -> torch.Tensor:
+    """Any model(x_t, t, condition)'s guided output; `null`: the condition that says nothing."""
     if s in (0.0, 1.0):  # only the unconditional (s = 0) or conditional (s = 1) half counts
-        return model(xt, t, labels if s == 1.0 else torch.full_like(labels, NULL)).float()
-    both = model(torch.cat([xt, xt]), torch.cat([t, t]),
-                 torch.cat([labels, torch.full_like(labels, NULL)])).float()
-    out_c, out_u = both.chunk(2)  # (2B,1,28,28) -> two (B,1,28,28)
+        return model(xt, t, cond if s == 1.0 else null).float()
+    both = model(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([cond, null])).float()
+    out_c, out_u = both.chunk(2)  # (2B,C,H,W) -> two (B,C,H,W)
     return out_u + s * (out_c - out_u)
 
 
@@ -299,27 +300,24 @@ def guided_output(model, xt, t, labels, s: float) -> torch.Tensor:
 def denoise(model, xt, t: int, labels, s: float, sched: dict, target: str,
             clip: bool = True):  # new in 04: labels and the guidance scale s
     tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.long)
-    with common.autocast(xt.device):
-        out = guided_output(model, xt, tt, labels, s)  # new in 04
+    out = guided_output(model, xt, tt, labels, torch.full_like(labels, model.classes), s)
     eps, x0 = predictions(out, xt, tt, sched, target)
     if clip:  # digits live in [-1, 1]: keep early, wild guesses (eps's: section 4) there
-        abar = at(sched, "abar", tt)
-        x0 = x0.clamp(-1, 1)
+        abar, x0 = at(sched, "abar", tt), x0.clamp(-1, 1)
         eps = (xt - abar.sqrt() * x0) / (1 - abar).sqrt()  # the noise consistent with it
     return eps, x0
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
     """Evenly spaced timesteps from T down to 1, `steps` of them (at most T)."""
-    steps = min(steps, T)
-    return sorted({int(round(v)) for v in np.linspace(T, 1, steps)}, reverse=True)
+    return sorted({int(round(v)) for v in np.linspace(T, 1, min(steps, T))}, reverse=True)
 
 
 @torch.no_grad()
 def ddim_sample(model, labels, s: float, sched: dict, target: str, steps: int, device, gen=None,
                 eta: float = 0.0, clip: bool = True, trace: list | None = None) -> torch.Tensor:
-    """DDIM from pure noise; `trace`, a list, gets (t, x_t, x0_hat) of 20 images a step."""
-    x = torch.randn((len(labels), 1, 28, 28), generator=gen).to(device)  # new in 04: labels
+    """DDIM from pure noise, an image per label; `trace` gets (t, x_t, x0_hat) of 20 a step."""
+    x = torch.randn((len(labels), *model.image_shape), generator=gen).to(device)  # new in 04
     labels = labels.to(device)
     ts = ddim_timesteps(sched["T"], steps)
     for i, t in enumerate(ts):
@@ -337,7 +335,7 @@ def ddim_sample(model, labels, s: float, sched: dict, target: str, steps: int, d
 
 def generate(model, cfg: Config, labels, sched: dict, device, trace: list | None = None,
              batch: int = 125) -> torch.Tensor:  # new in 04: a label per sample, guided
-    """A sample per label in [0, 1], (n, 1, 28, 28), seeded by cfg.seed (the same starting
+    """A sample per label in [0, 1], (n, C, H, W), seeded by cfg.seed (the same starting
     noise at every s); `trace` follows the first batch. 125 prompts, 250 images, a call."""
     gen, out, n = torch.Generator().manual_seed(cfg.seed + 1), [], len(labels)
     progress = common.Progress(n, "sampling")
@@ -351,18 +349,16 @@ def generate(model, cfg: Config, labels, sched: dict, device, trace: list | None
 
 # %% 7. Putting it together
 def to_pixels(x: torch.Tensor) -> torch.Tensor:
-    return ((x.clamp(-1, 1) + 1) / 2)[:, 0]  # model space (B,1,28,28) -> (B,28,28) in [0, 1]
+    return (x.clamp(-1, 1) + 1) / 2  # model space -> [0, 1], (B, C, H, W) kept
 
 
-# new in 04: the labels to ask for, and an animation that shows them
-def balanced_labels(n: int, digit: int = -1) -> torch.Tensor:
-    """0,1,...,9,0,1,... (n of them), or n copies of one digit."""
-    return torch.full((n,), digit) if digit >= 0 else torch.arange(n) % 10
+def balanced_labels(n: int, digit: int = -1, classes: int = CLASSES) -> torch.Tensor:  # new in 04
+    """0,1,...,classes-1,0,1,... (n of them), or n copies of one label."""
+    return torch.full((n,), digit) if digit >= 0 else torch.arange(n) % classes
 
 
 def save_animation(out, trace: list, labels) -> None:  # new in 04: a row per 10 prompts
-    """generation.gif: x_t of the first samples, every DDIM step, each row labelled by the
-    digits asked for, left to right."""
+    """generation.gif: x_t of the first samples, every DDIM step, a row per 10 labels asked."""
     n = len(trace[0][1])
     rows = ["".join(str(d) for d in labels[i:min(i + 10, n)].tolist()) for i in range(0, n, 10)]
     frames = [to_pixels(x) for _, x, _ in trace]
@@ -374,15 +370,19 @@ def main(argv=None):
     cfg = common.parse_config(Config, argv, __doc__)
     with common.run_folder(cfg, SCRIPT) as out:
         common.seed_everything(cfg.seed)
-        device = common.pick_device(cfg.device)
-        data = common.load_data(cfg.data)
+        device, data = common.pick_device(cfg.device), common.load_data(cfg.data)
         judge = common.load_judge(data)
-        cfg, model, extra = common.load_or_train(
+        if cfg.digit >= data.classes:  # new in 04: labels 0..classes-1
+            raise common.UserError(f"--digit must be below the data's {data.classes} labels")
+        cfg, model, extra = common.load_or_train(  # new in 04: a UNet for the data's classes
             cfg, out, SCRIPT, ("target", "weighting", "channels"),
-            lambda c: UNet(c.channels).to(device, memory_format=torch.channels_last),
-            lambda m: train(m, cfg, data, device, make_schedule(T)))
-        labels, start, trace = balanced_labels(cfg.samples, cfg.digit), time.perf_counter(), []
-        x = generate(model, cfg, labels, make_schedule(T), device, trace)  # new in 04: labels
+            lambda c: UNet(c.channels, data.x_train.shape[1:], data.classes).to(
+                device, memory_format=torch.channels_last),
+            lambda m: train(m, cfg, data, device, make_schedule(T)), data)
+        labels = balanced_labels(cfg.samples, cfg.digit, data.classes)
+        start, trace = time.perf_counter(), []
+        with common.autocast(device):  # mixed precision on a GPU
+            x = generate(model, cfg, labels, make_schedule(T), device, trace)  # new in 04: labels
         metrics = {**extra, "sample_seconds": time.perf_counter() - start,
                    "evaluations_per_image": len(trace) * (1 if cfg.guidance in (0, 1) else 2),
                    "device": str(device), **(judge.evaluate(x, labels) if judge else {}),

@@ -41,7 +41,7 @@ def within_class_diversity(x: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("guidance", "digit", "gif"))
     scales = lab.parse_list(cfg.scales, float, "scales")
     if min(scales) < 0:
         raise common.UserError("--scales must be non-negative")
