@@ -33,7 +33,8 @@ KEYS = ("train_seconds", "sample_seconds", "n", "fd", "fd_ratio", "label_accurac
 
 @dataclasses.dataclass
 class Config(ld.Config):
-    steps: int = common.flag(10**9, "at most this many steps of any network's training", min=1)
+    steps: int = common.flag(100_000, "the most steps any network trains (the race: the denoiser)",
+                             min=1)
     metrics_04: str = common.flag("runs/04_cfg/metrics.json", "chapter 04's metrics.json")
     out: str = common.flag("runs/08_versus_04", "output folder")
 
