@@ -36,6 +36,8 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # what it measures, the judge scores: digits only
+            raise common.UserError("this experiment measures with the judge: it needs digits")
         sched = ddpm.make_schedule(ddpm.T)
         cfg, model, _ = common.load_or_train(
             cfg, out, ddpm.SCRIPT, ("target", "weighting", "channels"),

@@ -53,15 +53,17 @@ def measures(x: torch.Tensor, prompts: list[str]) -> dict:
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("prompt", "guidance", "gif"))
     scales = lab.parse_list(cfg.scales, float, "scales")
-    if min(scales) < 0 or cfg.prompt:
-        raise common.UserError("--scales must be non-negative, and --prompt is not used here")
+    if min(scales) < 0:
+        raise common.UserError("--scales must be non-negative")
     with common.run_folder(cfg, "09_prompt_following") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # what it measures, the judge scores: digits only
+            raise common.UserError("this experiment measures with the judge: it needs digits")
         sched = ch.make_schedule(ch.T)
         cfg, model, _ = common.load_or_train(
             cfg, out, ch.SCRIPT, ("target", "weighting", "channels"),

@@ -32,6 +32,12 @@ ch = lab.chapter("09_text_to_image")
 FIGURES = ("label_accuracy", "n", "fd", "fd_floor", "fd_ratio", "confidence", "coverage")
 
 
+def sketch(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] -> sketches (N, C, H/4, W/4): each 4x4 patch's mean, the
+    condition that the chapter's UNet(sketch=True) takes (section 8)."""
+    return F.avg_pool2d(x, 4)
+
+
 @dataclasses.dataclass
 class Config(ch.Config):
     scales: str = common.flag(f"0,1,{ch.Config.guidance:g}", "guidance scales to measure")
@@ -40,27 +46,29 @@ class Config(ch.Config):
 
 def sketch_error(x: torch.Tensor, sketches: torch.Tensor) -> float:
     """Mean absolute difference between each image's 7x7 version and its sketch."""
-    return (ch.sketch(x.reshape(-1, 1, 28, 28)) - sketches).abs().mean().item()
+    return (sketch(x.reshape(-1, 1, 28, 28)) - sketches).abs().mean().item()
 
 
 def main(argv=None):
-    cfg = common.parse_config(Config, argv, __doc__)
+    cfg = common.parse_config(Config, argv, __doc__, leave_out=("prompt", "gif"))
     scales = lab.parse_list(cfg.scales, float, "scales")
-    if min(scales) < 0 or cfg.prompt:
-        raise common.UserError("--scales must be non-negative, and --prompt is not used here")
+    if min(scales) < 0:
+        raise common.UserError("--scales must be non-negative")
     with common.run_folder(cfg, "09_sketch") as out:
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
         judge = common.load_judge(data)
+        if judge is None:  # what it measures, the judge scores: digits only
+            raise common.UserError("this experiment measures with the judge: it needs digits")
         sched = ch.make_schedule(ch.T)
         cfg, model, extra = common.load_or_train(
             cfg, out, "09_sketch", ("target", "weighting", "channels"),
             lambda c: ch.UNet(c.channels, sketch=True).to(device,
                                                           memory_format=torch.channels_last),
-            lambda m: ch.train(m, cfg, data, device, sched, ch.sketch(data.x_train)))
+            lambda m: ch.train(m, cfg, data, device, sched, sketch(data.x_train)))
         held, labels = data.x_held[:cfg.samples], data.y_held[:cfg.samples]
-        sketches, rows = ch.sketch(held), []
+        sketches, rows = sketch(held), []
         for s in scales:
             x = ch.generate(model, dataclasses.replace(cfg, guidance=s), sketches, sched, device)
             r = judge.evaluate(x, labels)
