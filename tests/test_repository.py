@@ -369,6 +369,21 @@ def test_a_size_the_network_cannot_take_is_one_line_before_training(script, own_
     assert "train " not in said.out  # refused before any training step
 
 
+def test_readmes_example_for_your_own_project_runs(tmp_path, monkeypatch):
+    """README's example, at two training steps and two sampling steps instead of its own."""
+    section = (ROOT / "README.md").read_text().split("## Use it in your own project")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.splitlines()) <= 30
+    small = code.replace("STEPS, BATCH, SAMPLE_STEPS = 1500, 64, 25",
+                         "STEPS, BATCH, SAMPLE_STEPS = 2, 8, 2")
+    assert small != code, "README's settings line changed: change this test with it"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(small, "README's example", "exec"), {"__name__": "__main__"})
+    from PIL import Image
+    with Image.open(tmp_path / "my_samples.png") as im:
+        assert im.size == (128, 128) and im.mode in ("RGB", "RGBA")
+
+
 # %% A chapter copied out with common.py
 def test_a_chapter_copied_out_runs_with_common_and_data_and_is_judged_with_judge(tmp_path):
     for name in ("03_ddpm.py", "common.py"):
