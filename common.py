@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import sys
 
+_finished: list = []  # run folders this process has finished writing
+
+
+def _interrupted() -> str:
+    """What an interrupt leaves, whenever it comes: a run's files appear only when finished."""
+    return f"interrupted; the run's files were already saved in {_finished[-1]}" if _finished \
+        else "interrupted; nothing was saved (a run saves only when finished)"
+
+
 # Ctrl-C outside run_main() (while torch loads, say) prints run_main's one line, not a traceback.
 sys.excepthook = lambda kind, value, tb: print(_interrupted(), file=sys.stderr) \
     if issubclass(kind, KeyboardInterrupt) else sys.__excepthook__(kind, value, tb)
@@ -67,15 +76,6 @@ class UserError(Exception):
 def in_notebook() -> bool:
     """True inside Jupyter, Colab or VS Code's interactive window: they all run ipykernel."""
     return "ipykernel" in sys.modules
-
-
-_finished: list[Path] = []  # run folders this process has finished writing
-
-
-def _interrupted() -> str:
-    """What an interrupt leaves, whenever it comes: a run's files appear only when finished."""
-    return f"interrupted; the run's files were already saved in {_finished[-1]}" if _finished \
-        else "interrupted; nothing was saved (a run saves only when finished)"
 
 
 def run_main(main, argv=None) -> int:
