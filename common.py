@@ -357,7 +357,7 @@ DIVERGED = 1e6  # every loss here starts below a few thousand: beyond this, as b
 
 
 class Progress:
-    """One line every few seconds (step, figures, rate, time left); stops a diverged run."""
+    """A line at the first step, every few seconds and at the last; stops a diverged run."""
 
     def __init__(self, total: int, label: str = "train", every_s: float = 5.0):
         self.total, self.label, self.every_s = total, label, every_s
@@ -369,7 +369,7 @@ class Progress:
                 raise UserError(f"training diverged at step {step} ({name} {v:.4g}); "
                                 "try a smaller --lr; nothing was saved")
         now = time.perf_counter()
-        if now - self.last < self.every_s and step != self.total:
+        if now - self.last < self.every_s and step not in (1, self.total):
             return
         self.last, rate = now, step / max(now - self.start, 1e-9)
         shown = "".join(f" {k} {v:.4g}" for k, v in values.items())

@@ -572,6 +572,7 @@ def test_bad_checkpoints_are_one_line(tmp_path, capsys):
 def test_progress_prints_a_line(capsys):
     p = common.Progress(total=4, label="train", every_s=3600)
     p.update(1, loss=0.5)
+    assert capsys.readouterr().out.startswith("train 1/4 loss 0.5")  # at once: it has started
     p.update(2, loss=0.25)
     assert capsys.readouterr().out == ""  # too soon to print again, and not the last step
     p.update(4, loss=0.125, kl=3)
