@@ -390,3 +390,18 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run: how many pixels does argmax ink, starting from an empty canvas?
+#      python experiments/01_argmax.py --load runs/01_autoregressive_pixels/model.pt
+# 2. Predict, then run at temperature 0.5: do the samples' FD and the held-out bits per pixel
+#    change? One of the two cannot: which one, and why?
+#      python 01_autoregressive_pixels.py --load runs/01_autoregressive_pixels/model.pt \
+#          --temperature 0.5
+# 3. Change the code: take the close-up away, so that NextPixelNet sees only the whole partial
+#    image and the position. Predict the held-out bits per pixel and the look of the samples,
+#    then train it (a solution: docs/solutions/01_no_close_up.patch).
+# 4. Explain: one hidden pixel, predicted from the rest, comes out right (section 2;
+#    experiments/01_one_pixel.py checks it), yet section 1's network, asked for every pixel
+#    at once, draws a blur. What differs between the two questions?

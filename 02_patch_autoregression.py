@@ -379,3 +379,19 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run: k = 49 takes 16 network evaluations per image instead of 49. How much
+#    worse will each order's FD be than at k = 16?
+#      python 02_patch_autoregression.py --load runs/02_patch_autoregression/model.pt --k 49
+# 2. Predict, then run with --k 1, then with --k 784: at which k do both orders score the
+#    same FD, and why not at the other one?
+#      python 02_patch_autoregression.py --load runs/02_patch_autoregression/model.pt --k 1
+# 3. Change the code: add a third order, "strided", in which step s reveals pixels s,
+#    s + 784/k, s + 2*784/k, ...: spread out like "scattered", but the same for every image.
+#    Predict its FD at k = 16 against scattered's, then train all three
+#    (a solution: docs/solutions/02_strided_order.patch).
+# 4. Explain: README's claims table compares the two orders at every k against the k = 1
+#    control. Why might scattered's advantage shrink, even reverse, when each step reveals a
+#    quarter of the image (k = 196)?

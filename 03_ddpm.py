@@ -398,3 +398,21 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run with 5, then 10 sampling steps instead of 25: how far does FD move?
+#    Would 100 steps buy much more than 25?
+#      python 03_ddpm.py --load runs/03_ddpm/model.pt --sample-steps 5
+# 2. Predict, then run without clipping the clean-image estimate (section 6): a small change
+#    in FD, or a collapse? generation.gif's bottom row shows why.
+#      python 03_ddpm.py --load runs/03_ddpm/model.pt --no-clip
+# 3. Predict, then run: eta 0 adds no fresh noise at any DDIM step. Better or worse digits
+#    at 25 steps?
+#      python 03_ddpm.py --load runs/03_ddpm/model.pt --eta 0
+# 4. Change the code: give make_schedule DDPM's linear betas, 1e-4 to 0.02 over T. Plot abar_t
+#    of both schedules first: where is the signal gone? Then train, and compare FD
+#    (a solution: docs/solutions/03_linear_schedule.patch).
+# 5. Explain: trained alike, which of section 4's targets would you expect to draw the worst
+#    digits? Which noise levels does the xprev loss neglect, and what do those steps decide?
+#    (README's claims table holds the measurement.)

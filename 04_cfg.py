@@ -398,3 +398,16 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run at s = 0, then 1, then 4: the label accuracy at each, and which scale
+#    gives the best FD (not necessarily the default 1.75).
+#      python 04_cfg.py --load runs/04_cfg/model.pt --guidance 0
+# 2. Predict, then run: a hundred sevens at s = 4. How alike will they be, against s = 1?
+#      python 04_cfg.py --load runs/04_cfg/model.pt --digit 7 --guidance 4 --samples 100
+# 3. Change the code: never hide the label in training (P_UNCOND = 0). What does the "no
+#    label" row of label_emb learn then, and what does guidance compute with it? Predict,
+#    then train (a solution: docs/solutions/04_never_drop_labels.patch).
+# 4. Explain: how can guidance raise the label accuracy and make FD worse at the same time?
+#    What does FD measure that label accuracy does not?

@@ -397,3 +397,20 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run with every drawn digit kept: how much worse is FD without the
+#    critic's choice of the best quarter?
+#      python 05_gan.py --load runs/05_gan/model.pt --keep 1
+# 2. Predict, then run: between two draws of z, which path decodes to better digits, the
+#    straight line or the great circle? Think of the midpoint's length in 64 dimensions.
+#      python experiments/05_walks.py --load runs/05_gan/model.pt
+# 3. Change the code: train the generator on generator_loss_minimax, section 2's literal
+#    term. Predict training.png's first few hundred steps and the samples, then train
+#    (a solution: docs/solutions/05_minimax_loss.patch).
+# 4. Explain: critic_step detaches the generated batch. Delete .detach() and predict what
+#    happens at the first step before you run it.
+# 5. Explain: at the ideal equilibrium the critic is right half the time. training.png shows
+#    where ours ends: what does that say about the generator, and why does it make section
+#    5's filter worth its four generator passes per digit?

@@ -383,3 +383,18 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run: the printed E[z_j^2] of both models' codes (the prior's is 1), and
+#    whose samples from N(0, I) the judge reads as digits.
+#      python 06_vae.py --load runs/06_vae/model.pt
+# 2. Predict, then run: decode the midpoint of the straight line between two held-out
+#    digits' codes. Whose midpoints look more like digits, the VAE's or the autoencoder's?
+#      python experiments/06_interpolation.py --load runs/06_vae/model.pt
+# 3. Change the code: weight the KL term by beta = 4 in vae_loss (a beta-VAE). Predict the
+#    held-out reconstruction and KL parts, and the samples' sharpness, then train
+#    (a solution: docs/solutions/06_beta_vae.patch).
+# 4. Explain: the VAE draws a digit in one decoder pass, where 03 takes 25 network
+#    evaluations. Section 3's likelihood makes every pixel independent given z: which chapter
+#    met that problem before, what did it cost there, and how was it fixed?

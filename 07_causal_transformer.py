@@ -478,3 +478,19 @@ def main(argv=None):
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# 1. Predict, then run: one causal pass learns 784 targets, one evaluation on a prefix learns
+#    one. Will the causal pass learn 784 times as many targets per second?
+#      python experiments/07_one_pass.py
+# 2. Predict, then run: the same transformer on Python's help text. How many bits per
+#    character will it need, against log2 of the number of distinct characters?
+#      python experiments/07_text.py
+# 3. Change the code: build the model with causal=False in main. Predict the training loss
+#    and the held-out bits per pixel, then look at samples.png
+#    (a solution: docs/solutions/07_no_mask.patch).
+# 4. Explain: the talk says the mask costs a little quality, as full attention sees more.
+#    What did experiments/07_mask_cost.py find at its budget (README's claims table), and
+#    why can seeing less help a network learn?
+# 5. Explain: how can one model beat another in held-out bits per pixel and still draw worse
+#    samples? Compare 07 with 01 in README's claims table (experiments/07_versus_01.py).

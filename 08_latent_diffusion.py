@@ -478,3 +478,16 @@ def main(argv=None):  # new in 08: autoencoder, latents, denoiser, and the ceili
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run at s = 4: the label accuracy and FD against the default s = 1.5
+#    (experiments/04_guidance.py measured 04's model at several scales).
+#      python 08_latent_diffusion.py --load runs/08_latent_diffusion/model.pt --guidance 4
+# 2. Predict: can the samples ever score a better FD than the reconstructions? Compare the
+#    two FDs the default run prints.
+# 3. Change the code: skip the diffusion and decode z ~ N(0, I) straight away, as 06 did.
+#    What will the judge see? (a solution: docs/solutions/08_decode_noise.patch)
+# 4. Explain: experiments/08_versus_04.py races 08's denoiser against 04's for 04's training
+#    time (README's claims table). What does the race leave out, and why do large generators
+#    accept that?

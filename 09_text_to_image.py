@@ -478,3 +478,19 @@ def main(argv=None):  # new in 09: captions, prompts, and how well they are foll
 # %% Run it (in a notebook too; common.run_main(main, ["--steps", "300"]) changes settings)
 if __name__ == "__main__":
     common.run_main(main)
+
+# %% Exercises (answers: docs/exercises.md; patches for the code changes: docs/solutions/)
+# The --load commands need the default run first.
+# 1. Predict, then run at s = 0, then s = 1: how often is the digit named drawn, and how often
+#    is "thin" followed? (Chance is the share of real digits measured thin.)
+#      python 09_text_to_image.py --load runs/09_text_to_image/model.pt --guidance 0
+# 2. Predict, then run a prompt with the rarest word: will "slanted left" be followed as
+#    often as "slanted right"?
+#      python 09_text_to_image.py --load runs/09_text_to_image/model.pt \
+#          --prompt "a thin one, slanted left"
+# 3. Change the code: make TextEncoder average its words' vectors instead of summing them.
+#    Which prompts will suffer most? (a solution: docs/solutions/09_mean_of_words.patch)
+# 4. Explain: "a thick seven" and "seven thick a" give the same vector. Why is that harmless
+#    here, and what would "a dog on a cat" need?
+# 5. Explain: experiments/09_sketch.py turns held-out digits' 7x7 sketches into digits. How
+#    much of a digit does a 7x7 grey sketch hold: is the network drawing, or enlarging?

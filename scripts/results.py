@@ -7,7 +7,8 @@ calls this file to keep the record:
     python scripts/results.py record NAME OUT START END -- COMMAND...   one finished step
     python scripts/results.py collect              runs/ -> docs/results.json, pictures -> docs/
     python scripts/results.py render               docs/results.json -> README's generated
-                                                   blocks, docs/results.md, docs/headline.png
+                                                   blocks, docs/results.md, docs/headline.png,
+                                                   docs/exercises.md (scripts/exercises.py)
 
 README's tables live between markers such as <!-- results:chapters --> and
 <!-- /results:chapters -->; `render` rewrites only what lies between them, and
@@ -178,7 +179,11 @@ def render(res: dict | None = None) -> None:
     from readme_blocks import headline_figure  # noqa: E402
 
     headline_figure(res, ROOT / "docs" / "headline.png")
-    print(f"wrote README.md's blocks, {RESULTS_MD.name} and headline.png from {RESULTS.name}")
+    from exercises import EXERCISES_MD, page  # noqa: E402
+
+    EXERCISES_MD.write_text(page(res))
+    print(f"wrote README.md's blocks, {RESULTS_MD.name}, headline.png and {EXERCISES_MD.name} "
+          f"from {RESULTS.name}")
 
 
 def main(argv: list[str]) -> None:
