@@ -5,6 +5,7 @@ numbers coming from the results file."""
 import ast
 import codeop
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -54,10 +55,12 @@ def test_every_file_keeps_to_its_budget():
     over = []
     for script in SCRIPTS:
         text = (ROOT / f"{script}.py").read_text()
-        lines, flags = len(text.splitlines()), text.count("common.flag(")
+        lines, flags = len(_without_exercises(text).splitlines()), text.count("common.flag(")
+        exercises = len(text.splitlines()) - lines  # the Exercises cell and the blank line above
         limit = 480 if script[:2] in ("07", "08", "09") else 400
-        if lines > limit or flags > 10:
-            over.append(f"{script}: {lines} lines (at most {limit}), {flags} flags (at most 10)")
+        if lines > limit or flags > 10 or exercises > 25:
+            over.append(f"{script}: {lines} lines (at most {limit}) and {exercises} of exercises "
+                        f"(at most 25), {flags} flags (at most 10)")
     for name, limit in (("common.py", 480), ("judge.py", 250)):
         lines = (ROOT / name).read_text().splitlines()
         if len(lines) > limit:
@@ -179,8 +182,9 @@ def _cells(script: str) -> list[str]:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_chapter_runs_cell_by_cell_as_a_notebook_kernel_runs_it(script, tmp_path, monkeypatch):
-    cells = _cells(script)
-    assert cells[-1].startswith("# %% Run it") and "common.run_main(main)" in cells[-1]
+    cells = _cells(script)  # up to the Run-it cell: the Exercises cell after it holds comments
+    cells = cells[:next(i for i, c in enumerate(cells) if c.startswith("# %% Run it")) + 1]
+    assert "common.run_main(main)" in cells[-1]
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-9.json"])
     monkeypatch.setitem(sys.modules, "ipykernel", type(sys)("ipykernel"))
     monkeypatch.chdir(tmp_path)
@@ -210,8 +214,7 @@ def test_a_chapter_executes_as_a_real_notebook_with_pictures_inline(tmp_path):
     import nbformat
 
     notebook = jupytext.read(ROOT / "03_ddpm.py")
-    last = notebook.cells[-1]
-    assert "common.run_main(main)" in last.source
+    last = next(c for c in notebook.cells if "common.run_main(main)" in c.source)
     run = tiny("03_ddpm", 16) + ["--out", str(tmp_path / "run")]
     last.source = last.source.replace("common.run_main(main)", f"common.run_main(main, {run!r})")
     path = str(ROOT).replace("\\", "/")
@@ -593,3 +596,117 @@ def test_the_blur_gan_vae_guidance_and_latent_verdicts_read_their_whole_row():
     assert b.latent({"steps": {"08_versus_04": {"metrics": latent}}})[-1] == "yes"
     other["label_accuracy"] = 0.9  # FD within bounds, but the labels followed less
     assert b.latent({"steps": {"08_versus_04": {"metrics": latent}}})[-1] == "**partly**"
+
+
+# %% Exercises: what they ask runs, their patches apply, their answers come from the results
+def _exercises():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    return importlib.import_module("exercises")
+
+
+def _without_exercises(text: str) -> str:
+    """A chapter's text up to its Exercises cell, without the blank lines above it."""
+    return text.split("\n# %% Exercises")[0].rstrip("\n") + "\n"
+
+
+KINDS = ["Predict, then run", "Predict", "Change the code", "Explain"]  # rising difficulty
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_chapter_ends_with_three_to_five_exercises_in_rising_difficulty(script):
+    found = _exercises().exercises(ROOT / f"{script}.py")
+    assert 3 <= len(found) <= 5 and [e["number"] for e in found] == list(range(1, len(found) + 1))
+    kinds = [e["kind"] for e in found]
+    assert None not in kinds and "Change the code" in kinds and kinds[-1] == "Explain", kinds
+    assert kinds == sorted(kinds, key=KINDS.index), kinds
+    last = _cells(script)[-1]
+    assert last.startswith("# %% Exercises") and all(
+        line.startswith("#") for line in last.rstrip("\n").splitlines()), "comments only"
+    assert all(e["patches"] for e in found if e["kind"] == "Change the code")
+
+
+def test_the_course_holds_27_to_45_exercises_each_with_its_answer():
+    ex = _exercises()
+    assert 27 <= sum(len(ex.exercises(p)) for p in ex.chapters()) <= 45
+    assert sorted(ex.ANSWERS) == sorted(p.name[:2] for p in ex.chapters())
+
+
+def _script_module(script: str):
+    """A chapter (01_x.py) or an experiment (experiments/01_x.py) as a module."""
+    path = ROOT / script
+    assert path.is_file(), f"{script} does not exist"
+    if path.parent == ROOT:
+        return importlib.import_module(path.stem)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # for its `import lab`
+    spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_command_in_an_exercise_names_flags_that_exist_with_valid_values():
+    ex = _exercises()
+    commands = [argv for p in ex.chapters() for e in ex.exercises(p) for argv in e["commands"]]
+    assert commands
+    for argv in commands:
+        module = _script_module(argv[0])
+        try:
+            common.parse_config(module.Config, argv[1:])
+        except common.UserError as e:
+            pytest.fail(f"python {' '.join(argv)}: {e}")
+
+
+SOLUTIONS = sorted((ROOT / "docs" / "solutions").glob("*.patch"))
+
+
+def test_every_reference_patch_is_named_by_an_exercise_and_every_one_named_exists():
+    ex = _exercises()
+    named = {p for c in ex.chapters() for e in ex.exercises(c) for p in e["patches"]}
+    assert named == {f"docs/solutions/{p.name}" for p in SOLUTIONS}
+
+
+@pytest.mark.parametrize("patch", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_a_reference_patch_applies_to_its_chapter_and_the_patched_chapter_runs(patch, tmp_path):
+    chapter = re.search(r"^\+\+\+ b/(\S+)", patch.read_text(), re.M).group(1)
+    assert chapter.startswith(patch.name[:2]) and (ROOT / chapter).is_file()
+    shutil.copy(ROOT / chapter, tmp_path / chapter)
+    applied = subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, capture_output=True,
+                             text=True)
+    assert applied.returncode == 0, applied.stderr
+    assert (tmp_path / chapter).read_text() != (ROOT / chapter).read_text()
+    name = f"solution_{patch.stem}"
+    spec = importlib.util.spec_from_file_location(name, tmp_path / chapter)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import would: dataclasses look the module up
+    try:
+        spec.loader.exec_module(module)
+        if hasattr(module, "EVAL_IMAGES"):
+            module.EVAL_IMAGES = 16  # 07 scores 1,000 held-out digits; a few show it runs
+        module.main(tiny(chapter[:-3], 2) + ["--no-gif", "--out", str(tmp_path / "run")])
+    finally:
+        del sys.modules[name]
+    check_outputs(tmp_path / "run", 2, labelled=chapter[:2] in ("04", "08", "09"))
+
+
+def _results():
+    if not (ROOT / "docs" / "results.json").exists():
+        pytest.skip("no docs/results.json yet: bash scripts/reproduce.sh writes it")
+    return json.loads((ROOT / "docs" / "results.json").read_text())
+
+
+def test_the_exercises_page_is_what_the_chapters_and_the_results_file_give():
+    assert (ROOT / "docs" / "exercises.md").read_text() == _exercises().page(_results()), \
+        "docs/exercises.md differs: run python scripts/results.py render"
+
+
+def test_an_answer_shows_its_figures_once_reproduce_measures_them():
+    ex, res = _exercises(), _results()
+    for step, lesson, answer in (("01_temperature", "01", ex.a01_temperature),
+                                 ("03_eta0", "03", ex.a03_eta),
+                                 ("08_guidance4", "08", ex.a08_guidance)):
+        measured = json.loads(json.dumps(res))
+        measured["steps"].pop(step, None)
+        assert f"reproduce.sh {step}" in answer(measured) and "12,345" not in answer(measured)
+        measured["steps"][step] = {"metrics": {**res["steps"][lesson]["metrics"], "fd": 12345.0}}
+        assert "12,345" in answer(measured) and "reproduce.sh" not in answer(measured)
