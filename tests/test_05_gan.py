@@ -87,7 +87,7 @@ def test_the_pair_takes_the_image_shape_its_architecture_allows(arch):
 @settings(max_examples=8, deadline=None)
 @given(n=st.integers(2, 12), seed=st.integers(0, 10_000), data=st.data())
 def test_each_generated_image_depends_on_its_own_z_alone(arch, n, seed, data):
-    # Issue 33: sampling with BatchNorm left in training mode normalises each image by its
+    # Sampling with BatchNorm left in training mode normalises each image by its
     # batch's statistics, so changing the other z's of a batch changes every image. The
     # generator is handed over in training mode (as training leaves it) and with running
     # statistics of its own, so that eval mode is not just the identity.
@@ -246,7 +246,7 @@ class Brightness(torch.nn.Module):
 @settings(max_examples=20, deadline=None)
 @given(b=st.integers(1, 12), data=st.data())
 def test_the_critics_accuracy_counts_its_right_calls_on_each_batch(b, data):
-    # Issue 38: acc_fake counting the generated images the critic calls *real* drew the game
+    # A planted bug, acc_fake counting the generated images the critic calls *real* drew the game
     # backwards in training.png. The critic here calls an image real when it is bright; the
     # real batch has `right` bright images, the generated one `fooled` bright ones.
     right, fooled = data.draw(st.integers(0, b)), data.draw(st.integers(0, b))

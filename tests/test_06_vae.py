@@ -313,7 +313,7 @@ def test_load_into_the_same_folder_brings_everything_back(tiny_run):
 
 
 def test_data_smaller_than_a_batch_runs_end_to_end(tmp_path, monkeypatch, capsys):
-    # Issue 33: README allows 100-159 images, fewer than the default --batch-size 128 once
+    # README allows 100-159 images, fewer than the default --batch-size 128 once
     # the held-out fifth is set aside, and 06 refused them ("error: --batch-size 128 is larger
     # than the ... training images"). The judge is left out here (as when judge.py is absent):
     # trained on so few digits it would cost half a minute.
