@@ -136,8 +136,11 @@ def test_a_diverged_run_stops_with_one_line_and_leaves_out_alone(script, tmp_pat
 
 
 def _signal(argv, sig, after, wait_for=None, cwd=ROOT):
+    # Ctrl-C as a terminal delivers it, even where the suite runs in the background (which
+    # ignores SIGINT, and its children inherit that)
     proc = subprocess.Popen([sys.executable] + argv, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if wait_for:  # wait for a line of output, then signal
         for line in proc.stdout:
             if wait_for in line:
