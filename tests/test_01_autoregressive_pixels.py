@@ -403,7 +403,8 @@ def json_of(folder: Path) -> dict:
     return strict_json(folder / "metrics.json")
 
 
-def test_on_images_that_are_not_digits_the_judge_says_it_means_little(run, tmp_path):
+def test_on_images_that_are_not_digits_the_judge_says_it_means_little(run, tmp_path,
+                                                                       quick_judge):
     # 150 noise images, 28x28 grey with labels 0-9: the judge is trained on them and fails,
     # and the summary says so, as every chapter's does.
     rng = np.random.default_rng(0)

@@ -369,7 +369,8 @@ def test_main_writes_the_contract_and_loads_back(tmp_path):
     assert other["fd"] == pytest.approx(saved["fd_contiguous"])  # the same draw, the other order
 
 
-def test_on_images_that_are_not_digits_the_judge_says_it_means_little(tmp_path, capsys):
+def test_on_images_that_are_not_digits_the_judge_says_it_means_little(tmp_path, capsys,
+                                                                       quick_judge):
     # 150 noise images, 28x28 grey with labels 0-9: the judge is trained on them and fails,
     # and the summary says so, as every chapter's does.
     rng = np.random.default_rng(0)
