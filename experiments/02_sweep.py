@@ -139,9 +139,7 @@ def main(argv=None):
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.load_judge(data)
-        if judge is None:
-            raise common.UserError("the sweep measures FD: it needs judge.py")
+        judge = lab.judge(data)
         cfg, nets, _ = ch.load_or_train(cfg, out, data, device)
         cov = pixel_covariance(data.x_held, cfg.levels)
         dep_gen = torch.Generator().manual_seed(cfg.seed)

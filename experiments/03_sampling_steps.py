@@ -35,9 +35,7 @@ def main(argv=None):
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.load_judge(data)
-        if judge is None:  # what it measures, the judge scores: digits only
-            raise common.UserError("this experiment measures with the judge: it needs digits")
+        judge = lab.judge(data)
         sched = ddpm.make_schedule(ddpm.T)
         cfg, model, _ = common.load_or_train(
             cfg, out, ddpm.SCRIPT, ("target", "weighting", "channels"),

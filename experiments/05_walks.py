@@ -50,10 +50,7 @@ def main(argv=None):
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.load_judge(data)
-        if judge is None:  # load_judge said why in the line above
-            raise common.UserError("this experiment measures with the judge: it needs judge.py "
-                                   "and 28x28 grey digits")
+        judge = lab.judge(data)
         cfg, model, _ = common.load_or_train(
             cfg, out, gan.SCRIPT, ("arch", "z_dim", "width"),
             lambda c: gan.build(c.arch, c.z_dim, c.width).to(device),

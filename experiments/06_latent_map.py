@@ -61,10 +61,7 @@ def main(argv=None):
         common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.load_judge(data)
-        if judge is None:  # load_judge said why in the line above
-            raise common.UserError("this experiment measures with the judge: it needs judge.py "
-                                   "and 28x28 grey digits")
+        judge = lab.judge(data)
         cfg, models, extra = common.load_or_train(
             cfg, out, SCRIPT, ("hidden",),
             lambda c: nn.ModuleDict({"vae": vae.EncoderDecoder(2, c.hidden)}).to(device),

@@ -48,10 +48,7 @@ def main(argv=None):
         gen = common.seed_everything(cfg.seed)
         device = common.pick_device(cfg.device)
         data = common.load_data(cfg.data)
-        judge = common.load_judge(data)
-        if judge is None:  # its figures are the judge's, beside 04's
-            raise common.UserError("08 against 04 compares judged figures: it needs data the "
-                                   "judge can score (28x28 grey digits)")
+        judge = lab.judge(data)
         # A pilot of 50 denoiser steps measures the denoiser's pace on this machine, now.
         shape, pilot_steps = data.x_train.shape[1:], min(50, cfg.steps)
         pilot = ld.train(ld.build(cfg, shape, data.classes).to(device),

@@ -28,6 +28,16 @@ def chapter(name: str):
     return importlib.import_module(name)
 
 
+def judge(data):
+    """The judge for `data`, or one line: what an experiment measures, the judge scores, and it
+    scores only 28x28 grey digits (common.load_judge has just said why there is none)."""
+    found = common.load_judge(data)
+    if found is None:
+        raise common.UserError("this experiment measures with the judge: it needs judge.py and "
+                               "28x28 grey digits")
+    return found
+
+
 def parse_list(text: str, kind=int, flag_name: str = "list") -> list:
     """'1,4,16' -> [1, 4, 16], with one clear line for anything else."""
     try:

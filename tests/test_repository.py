@@ -364,6 +364,14 @@ def test_own_images_train_sample_and_save_unscored_or_are_refused_in_one_line(
             assert (rgb.max(-1) > rgb.min(-1)).any(), name  # a grey picture has equal channels
 
 
+def test_an_experiment_measuring_with_the_judge_refuses_other_images_in_one_line(capsys):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    lab = importlib.import_module("lab")
+    x, y = torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.int64)
+    one_line_error(lambda argv: lab.judge(common.Data("mine", x, y, x, y, 1)), [], capsys,
+                   "28x28 grey digits")
+
+
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s[:2] in ("03", "04", "05", "08")])
 def test_a_size_the_network_cannot_take_is_one_line_before_training(script, own_data, capsys):
     argv = tiny(script) + ["--data", str(own_data / "odd.npz"), "--out", str(own_data / "x")]
