@@ -83,8 +83,8 @@ def lesson_module(script: str, lesson: list, driver: list, folder):
     lines, nodes, imports = text.splitlines(), {}, []
     for node in ast.parse(text).body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if "common" not in {a.name.split(".")[0] for a in node.names} | {node.__dict__.get(
-                    "module")}:
+            names = {a.name.split(".")[0] for a in node.names} | {getattr(node, "module", None)}
+            if "common" not in names:
                 imports.append(ast.get_source_segment(text, node))
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             nodes[node.name] = node
